@@ -1,0 +1,237 @@
+"""The ``care`` command: argument parsing and dispatch to ``care_core.stages`` (no logic here)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from care_core.config import Recipe, RecipeError, load_recipe
+
+DEMO_RECIPE = "recipes/tiny-care.yaml"
+
+
+class StageUnavailable(RuntimeError):
+    """A subcommand whose stage is not part of this build."""
+
+
+def _resolve(target: str) -> Callable[..., Any]:
+    """Import ``module:function`` lazily; a missing stage is a clear error, not a crash."""
+    module_name, function_name = target.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (exc.name == module_name or module_name.startswith(exc.name + ".")):
+            raise StageUnavailable(f"{module_name} is not built yet in this version of care") from None
+        raise
+    function = getattr(module, function_name, None)
+    if function is None:
+        raise StageUnavailable(f"{target} is not built yet in this version of care")
+    return function
+
+
+def _recipe(args: argparse.Namespace) -> Recipe:
+    return load_recipe(args.config, args.set)
+
+
+def _print(result: Any) -> None:
+    print(json.dumps(result, indent=2, default=str))
+
+
+def _add_recipe_args(parser: argparse.ArgumentParser, required: bool = True, default: str | None = None) -> None:
+    parser.add_argument("-c", "--config", required=required, default=default, help="recipe YAML file")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe key (dotted), repeatable"
+    )
+
+
+def cmd_ingest(args: argparse.Namespace) -> Any:
+    recipe = _recipe(args)
+    return _resolve("care_core.stages.ingest:run_ingest")(recipe, Path(args.out))
+
+
+def cmd_sft(args: argparse.Namespace) -> Any:
+    recipe = _recipe(args)
+    run = _resolve("care_core.stages.sft:run_sft")
+    return run(recipe, Path(args.data), Path(args.out), model_path=args.model)
+
+
+def cmd_rollout(args: argparse.Namespace) -> Any:
+    recipe = _recipe(args)
+    run = _resolve("care_core.stages.rollout:run_rollout")
+    return run(recipe, args.model, Path(args.data), Path(args.out), args.round)
+
+
+def cmd_advantage(args: argparse.Namespace) -> Any:
+    recipe = _recipe(args)
+    run = _resolve("care_core.stages.advantage:run_advantage")
+    return run(recipe, Path(args.rollouts), Path(args.out))
+
+
+def cmd_update(args: argparse.Namespace) -> Any:
+    recipe = _recipe(args)
+    run = _resolve("care_core.stages.update:run_update")
+    state = Path(args.state) if args.state else None
+    return run(recipe, args.model, Path(args.rollouts), Path(args.out), reference_path=args.reference, state_dir=state)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> Any:
+    recipe = _recipe(args)
+    run = _resolve("care_core.stages.evaluate:run_evaluate")
+    data = Path(args.data) if args.data else None
+    return run(recipe, args.model, Path(args.out), data_dir=data)
+
+
+def cmd_score(args: argparse.Namespace) -> Any:
+    run = _resolve("care_core.stages.score:run_score")
+    recipe = _recipe(args) if args.config else None
+    return run(Path(args.inp), Path(args.out) if args.out else None, benchmark=args.benchmark, recipe=recipe)
+
+
+def cmd_train(args: argparse.Namespace) -> Any:
+    recipe = _recipe(args)
+    return _resolve("care_core.stages.train:run_train")(recipe)
+
+
+def cmd_compile(args: argparse.Namespace) -> Any:
+    recipe = _recipe(args)
+    compile_pipeline = _resolve("pipelines.compile:compile_pipeline")
+    return compile_pipeline(recipe, Path(args.output))
+
+
+def cmd_run(args: argparse.Namespace) -> Any:
+    recipe = _recipe(args)
+    run_local = _resolve("pipelines.local_run:run_local")
+    return run_local(recipe, work_dir=Path(args.work_dir))
+
+
+def cmd_demo(args: argparse.Namespace) -> Any:
+    args.config = args.config or DEMO_RECIPE
+    return cmd_run(args)
+
+
+def cmd_submit(args: argparse.Namespace) -> Any:
+    recipe = _recipe(args)
+    submit = _resolve("pipelines.submit:submit")
+    return submit(recipe, host=args.host, experiment=args.experiment, run_name=args.run_name)
+
+
+def cmd_schedule(args: argparse.Namespace) -> Any:
+    apply_schedules = _resolve("pipelines.submit:apply_schedules")
+    return apply_schedules(Path(args.schedules), host=args.host)
+
+
+def cmd_compare(args: argparse.Namespace) -> Any:
+    compare = _resolve("care_core.tracking.compare:compare_experiment")
+    return compare(args.tracking_uri, args.experiment, Path(args.out))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="care", description="CARE / GRPO RLVR training of VLMs as a Kubeflow pipeline")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, handler: Callable[[argparse.Namespace], Any], help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(handler=handler)
+        return p
+
+    p = add("demo", cmd_demo, "run the whole pipeline on the embedded default (tiny VLM, synthetic data, kfp.local)")
+    _add_recipe_args(p, required=False)
+    p.add_argument("--work-dir", default=".care", help="pipeline root, artifacts and MLflow store")
+
+    p = add("run", cmd_run, "run the whole pipeline through kfp.local")
+    _add_recipe_args(p)
+    p.add_argument("--work-dir", default=".care", help="pipeline root, artifacts and MLflow store")
+
+    p = add("ingest", cmd_ingest, "ingest the recipe's sources into example-row Parquet files")
+    _add_recipe_args(p)
+    p.add_argument("--out", required=True, help="output directory (train/test Parquet + manifest.json)")
+
+    p = add("sft", cmd_sft, "cold-start supervised fine-tuning on the rows' solutions")
+    _add_recipe_args(p)
+    p.add_argument("--data", required=True, help="ingested data directory")
+    p.add_argument("--model", default=None, help="starting model (default: recipe model.path)")
+    p.add_argument("--out", required=True, help="output HF model directory")
+
+    p = add("rollout", cmd_rollout, "sample G rollouts per prompt, score them, add RGR rows")
+    _add_recipe_args(p)
+    p.add_argument("--model", required=True, help="policy model directory")
+    p.add_argument("--data", required=True, help="ingested data directory")
+    p.add_argument("--round", type=int, default=0, help="round index (seeds prompt sampling)")
+    p.add_argument("--out", required=True, help="output rollout Parquet file")
+
+    p = add("advantage", cmd_advantage, "compute GRPO / Dr.GRPO / CARE advantages for rollout rows")
+    _add_recipe_args(p)
+    p.add_argument("--rollouts", required=True, help="input rollout Parquet file (never modified)")
+    p.add_argument("--out", required=True, help="output Parquet file with advantage, role, group_kind")
+
+    p = add("update", cmd_update, "PPO-clipped policy update with KL to the reference")
+    _add_recipe_args(p)
+    p.add_argument("--model", required=True, help="policy model directory")
+    p.add_argument("--reference", default=None, help="frozen reference model (default: the policy at round 0)")
+    p.add_argument("--rollouts", required=True, help="rollout Parquet with advantages")
+    p.add_argument("--state", default=None, help="optimizer/scheduler state directory carried across rounds")
+    p.add_argument("--out", required=True, help="output HF model directory")
+
+    p = add("evaluate", cmd_evaluate, "evaluate a model on the recipe's benchmarks")
+    _add_recipe_args(p)
+    p.add_argument("--model", required=True, help="model directory or hub id")
+    p.add_argument("--data", default=None, help="ingested data directory (for the synthetic held-out split)")
+    p.add_argument("--out", required=True, help="output directory (results JSON + Markdown table)")
+
+    p = add("score", cmd_score, "score saved predictions (JSONL) without a model")
+    _add_recipe_args(p, required=False)
+    p.add_argument("--in", dest="inp", required=True, help="predictions JSONL")
+    p.add_argument("--out", default=None, help="scored JSONL (default: print the aggregate only)")
+    p.add_argument("--benchmark", default=None, help="score with this benchmark's rules")
+
+    p = add("train", cmd_train, "in-process loop: sft -> rounds of rollout -> advantage -> update -> eval")
+    _add_recipe_args(p)
+
+    p = add("compile", cmd_compile, "compile the KFP pipeline (IR YAML) for the KFP UI")
+    _add_recipe_args(p)
+    p.add_argument("-o", "--output", required=True, help="output pipeline YAML")
+
+    p = add("submit", cmd_submit, "create a run on a KFP host")
+    _add_recipe_args(p)
+    p.add_argument("--host", required=True, help="KFP API endpoint")
+    p.add_argument("--experiment", default="care", help="KFP experiment name")
+    p.add_argument("--run-name", default=None)
+
+    p = add("schedule", cmd_schedule, "apply recurring runs from a schedules YAML (idempotent)")
+    p.add_argument("--schedules", required=True, help="schedules YAML kept in git")
+    p.add_argument("--host", required=True, help="KFP API endpoint")
+
+    p = add("compare", cmd_compare, "GRPO vs CARE report from an MLflow experiment")
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--tracking-uri", default="sqlite:///.care/mlflow.db")
+    p.add_argument("--out", default=".care/compare", help="report directory (Markdown, HTML, PNG)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        result = args.handler(args)
+    except StageUnavailable as exc:
+        print(f"care {args.command}: {exc}", file=sys.stderr)
+        return 3
+    except RecipeError as exc:
+        print(f"care {args.command}: invalid recipe: {exc}", file=sys.stderr)
+        return 2
+    if result is not None:
+        _print(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
