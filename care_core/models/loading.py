@@ -1,0 +1,111 @@
+"""Load a policy (model + processor) from a tiny id, a local HF folder, or a hub id — one code path.
+
+``tiny://<preset>`` is first resolved to a cached local folder; everything else goes straight to
+``from_pretrained``. The processor is loaded by its image-only class (never ``AutoProcessor``,
+which silently degrades to a tokenizer without torchvision) and checked to really handle images.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from transformers import AutoConfig, AutoModelForImageTextToText, PreTrainedModel
+
+from care_core.models.processor import PROCESSOR_CLASSES
+from care_core.models.tiny_vlm import TINY_SCHEME, TinySpec, ensure_tiny_vlm, parse_tiny_uri
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DEFAULT_CACHE_DIR = ".care/models"
+
+
+def resolve_model_path(model_cfg: Any, cache_dir: str | None = None) -> str:
+    """``model.path`` -> a local folder or hub id. ``tiny://<preset>`` builds/caches the tiny VLM.
+
+    ``model_cfg`` is a ``care_core.config.ModelConfig`` (uses ``path``, ``cache_dir``, ``tiny``).
+    """
+    path = str(model_cfg.path)
+    if not path.startswith(TINY_SCHEME):
+        return path
+    tiny = model_cfg.tiny
+    preset = parse_tiny_uri(path)
+    spec = TinySpec(preset=preset, seed=tiny.seed, vocab_size=tiny.vocab_size, image_size=tiny.image_size)
+    return str(ensure_tiny_vlm(spec, cache_dir or model_cfg.cache_dir or DEFAULT_CACHE_DIR))
+
+
+def _resolve(path: str, cache_dir: str | None) -> str:
+    if path.startswith(TINY_SCHEME):
+        spec = TinySpec(preset=parse_tiny_uri(path))
+        return str(ensure_tiny_vlm(spec, cache_dir or DEFAULT_CACHE_DIR))
+    return path
+
+
+def _model_type(path: str) -> str:
+    config_file = Path(path) / "config.json"
+    if config_file.is_file():
+        try:
+            return str(json.loads(config_file.read_text())["model_type"])
+        except (KeyError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{config_file}: cannot read field 'model_type': {exc}") from None
+    return str(AutoConfig.from_pretrained(path).model_type)
+
+
+def check_processor_handles_images(processor: Any, where: str) -> None:
+    """Raise ``TypeError`` unless ``processor`` turns an image into pixel values and image tokens."""
+    if getattr(processor, "image_processor", None) is None or getattr(processor, "tokenizer", None) is None:
+        raise TypeError(f"{where}: processor {type(processor).__name__} has no image processor/tokenizer; images would be ignored")
+    factor = processor.image_processor.patch_size * processor.image_processor.merge_size
+    image = Image.new("RGB", (2 * factor, 2 * factor), "white")
+    text = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "?"}]}],
+        add_generation_prompt=True,
+        tokenize=False,
+    )
+    batch = processor(text=[text], images=[image], return_tensors="pt")
+    image_tokens = int((batch["input_ids"] == processor.image_token_id).sum())
+    if "pixel_values" not in batch or image_tokens == 0:
+        raise TypeError(f"{where}: processor {type(processor).__name__} does not handle images (no pixel_values/image tokens)")
+
+
+def load_processor(path_or_id: str, cache_dir: str | None = None) -> Any:
+    """Load the image-only Qwen-VL processor for a tiny id, local folder or hub id; fails loudly."""
+    path = _resolve(path_or_id, cache_dir)
+    model_type = _model_type(path)
+    cls = PROCESSOR_CLASSES.get(model_type)
+    if cls is None:
+        raise ValueError(f"{path}: model_type {model_type!r} has no known image processor class; supported: {sorted(PROCESSOR_CLASSES)}")
+    processor = cls.from_pretrained(path)
+    check_processor_handles_images(processor, path)
+    if processor.tokenizer.pad_token is None:
+        processor.tokenizer.pad_token = processor.tokenizer.eos_token
+    processor.tokenizer.padding_side = "left"
+    return processor
+
+
+def load_policy(
+    path_or_id: str,
+    dtype: str = "float32",
+    attn_implementation: str = "sdpa",
+    cache_dir: str | None = None,
+    device: str | torch.device | None = None,
+) -> tuple[PreTrainedModel, Any]:
+    """Return ``(model, processor)`` for ``tiny://<preset>``, a local HF folder or a hub id.
+
+    ``dtype``: ``float32`` | ``bfloat16`` | ``float16``. The model comes back in eval mode.
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"model.dtype={dtype!r} is not one of {sorted(DTYPES)}")
+    path = _resolve(path_or_id, cache_dir)
+    processor = load_processor(path)
+    model = AutoModelForImageTextToText.from_pretrained(path, dtype=DTYPES[dtype], attn_implementation=attn_implementation)
+    if device is not None:
+        model.to(device)
+    model.eval()
+    logger.info("loaded %s from %s (%d params)", type(model).__name__, path, sum(p.numel() for p in model.parameters()))
+    return model, processor
