@@ -1,0 +1,179 @@
+"""CARE anchored-contrastive advantages (care_method.md §2-6), vectorised over groups.
+
+Per group (all tensors [B, N]; N rows = rollouts, then RGR rows):
+
+* mixed group (a positive and a failure): anchor y+ = Shortest-Think positive; K' hard negatives
+  from the M-nearest failure pool, farthest-first. An active RGR row (``replaces`` points at a
+  chosen negative) takes that negative's place; the original then gets A = 0 (role ``none``).
+* subgroup S = {anchor} + K' negatives: raw = (r - mean_S) / (std_S + eps), population std.
+  anchor / successful RGR: A = raw; negative: A = -s |raw|; failed RGR: A = -s_refl |raw|.
+  ``equalize``: every A in S times sqrt(K / K') when K' < K. Rows outside S: A = 0.
+* all-correct groups: A = 0. All-wrong groups: rescue (see ``rescue.py``) or A = 0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from care_core.algorithms.registry import register_advantage_estimator
+from care_core.algorithms.rescue import pseudo_rewards, select_pseudo_anchor, select_pseudo_negatives
+from care_core.algorithms.selection import (
+    cosine_distances,
+    failure_mask,
+    group_kinds,
+    hard_negatives_from_distances,
+    positive_mask,
+    select_anchor_batched,
+)
+from care_core.algorithms.types import GROUP_KIND, ROLE, AdvantageResult, GroupBatch
+
+
+@dataclass
+class CareParams:
+    """CARE knobs (defaults = care_method.md). ``s_refl=None`` means s / 2."""
+
+    K: int = 4
+    M: int = 6
+    s: float = 0.5
+    s_refl: float | None = None
+    eps: float = 1e-6
+    equalize: bool = True
+    positive_rule: str = "accuracy"
+    rescue: bool = True
+    rescue_delta: float = 0.1
+    rescue_normalize: bool = True
+    use_rgr: bool = True  # False: RGR rows are ignored (A = 0) and the negatives keep their place
+
+    @property
+    def reflection_scale(self) -> float:
+        return self.s / 2 if self.s_refl is None else self.s_refl
+
+
+def _mask_from_picks(picks: torch.Tensor, n: int) -> torch.Tensor:
+    """[B, K] columns (-1 padded) -> [B, N] bool membership."""
+    count = torch.zeros(picks.shape[0], n, dtype=torch.long, device=picks.device)
+    count.scatter_add_(1, picks.clamp(min=0), (picks >= 0).long())
+    return count > 0
+
+
+def _onehot(col: torch.Tensor, n: int) -> torch.Tensor:
+    """[B] columns (-1: none) -> [B, N] bool."""
+    return (torch.arange(n, device=col.device)[None, :] == col[:, None]) & (col[:, None] >= 0)
+
+
+def subgroup_zscore(values: torch.Tensor, members: torch.Tensor, eps: float) -> torch.Tensor:
+    """(v - mean_S) / (population std_S + eps) over the members of each row's subgroup.
+
+    Args: values [B, N] float; members [B, N] bool. Returns [B, N] float64 (0 outside S).
+    """
+    w = members.to(torch.float64)
+    v = values.to(torch.float64)
+    n = w.sum(dim=1, keepdim=True).clamp(min=1)
+    mu = (v * w).sum(dim=1, keepdim=True) / n
+    sigma = ((((v - mu) * w) ** 2).sum(dim=1, keepdim=True) / n).sqrt()
+    return (v - mu) / (sigma + eps) * w
+
+
+def care_advantages(batch: GroupBatch, params: CareParams) -> AdvantageResult:
+    """CARE sequence advantages for a padded batch of groups (see module docstring).
+
+    Returns ``AdvantageResult`` whose ``stats`` hold: ``k_prime`` [B], ``head`` [B] (anchor or
+    pseudo-anchor column, -1), ``neg_distance`` [B] (mean cosine distance anchor->chosen negatives,
+    NaN if none), ``rescued`` [B] bool, ``positive`` [B, N] bool (positive rule, RGR rows included),
+    ``rgr_active`` [B, N] bool, ``replaced`` [B, N] bool, ``in_subgroup`` [B, N] bool.
+    """
+    if batch.embeddings is None:
+        raise ValueError("CARE needs embeddings ([B, N, D]) to pick hard negatives")
+    b, n = batch.reward.shape
+    dev = batch.reward.device
+    rows = torch.arange(b, device=dev)
+    members = batch.valid & ~batch.is_rgr
+    pos = positive_mask(batch.reward, batch.accuracy, members, params.positive_rule)
+    fail = failure_mask(batch.reward, batch.accuracy, members, params.positive_rule)
+    kind = group_kinds(pos, fail)
+    mixed = kind == GROUP_KIND["mixed"]
+    dist = cosine_distances(batch.embeddings)
+
+    # Real anchor + hard negatives (mixed groups).
+    anchor = select_anchor_batched(pos, batch.think_len, batch.answer_len)
+    anchor = torch.where(mixed, anchor, torch.full_like(anchor, -1))
+    d_anchor = dist[rows, anchor.clamp(min=0)]
+    neg_picks, kp_neg = hard_negatives_from_distances(d_anchor, dist, fail & mixed[:, None], params.K, params.M)
+
+    # All-negative rescue (all-wrong groups with >= 2 failures).
+    rescue_ok = (kind == GROUP_KIND["all_wrong"]) & (fail.sum(dim=1) >= 2) & params.rescue
+    t = select_pseudo_anchor(batch.seq_logprob, fail & rescue_ok[:, None])
+    res_picks, kp_res = select_pseudo_negatives(dist, fail & rescue_ok[:, None], t, params.K)
+
+    head_col = torch.where(mixed, anchor, t)
+    head = _onehot(head_col, n)
+    chosen = _mask_from_picks(torch.where(mixed[:, None], neg_picks, res_picks), n)
+    k_prime = torch.where(mixed, kp_neg, kp_res)
+
+    # RGR rows take the place of the chosen negative they repair.
+    pos_all = positive_mask(batch.reward, batch.accuracy, batch.valid, params.positive_rule)
+    target = batch.replaces.clamp(min=0)
+    rgr_active = (
+        batch.is_rgr & batch.valid & (batch.replaces >= 0) & mixed[:, None] & chosen.gather(1, target) & params.use_rgr
+    )
+    replaced_count = torch.zeros(b, n, dtype=torch.long, device=dev)
+    replaced_count.scatter_add_(1, target, rgr_active.long())
+    replaced = replaced_count > 0
+    negatives = chosen & ~replaced
+    in_s = head | negatives | rgr_active
+
+    # Rewards of S (pseudo-rewards in rescued groups), z-score and per-role scaling.
+    rescued = rescue_ok & ~mixed
+    r_pseudo = pseudo_rewards(head, chosen, k_prime, params.rescue_delta)
+    r_eff = torch.where(rescued[:, None], r_pseudo, batch.reward.to(torch.float64))
+    raw = subgroup_zscore(r_eff, in_s, params.eps)
+    rgr_ok = rgr_active & pos_all
+    adv = torch.where(head | rgr_ok, raw, torch.zeros_like(raw))
+    adv = torch.where(negatives, -params.s * raw.abs(), adv)
+    adv = torch.where(rgr_active & ~rgr_ok, -params.reflection_scale * raw.abs(), adv)
+    if params.equalize:
+        factor = torch.where(
+            (k_prime > 0) & (k_prime < params.K),
+            torch.sqrt(params.K / k_prime.clamp(min=1).to(torch.float64)),
+            torch.ones(b, dtype=torch.float64, device=dev),
+        )
+        adv = adv * factor[:, None]
+    if not params.rescue_normalize:  # pseudo-rewards used directly: delta sets the step size
+        adv = torch.where(rescued[:, None], r_pseudo, adv)
+    adv = adv * in_s
+
+    roles = torch.full((b, n), ROLE["none"], dtype=torch.long, device=dev)
+    roles[head & mixed[:, None]] = ROLE["anchor"]
+    roles[negatives & mixed[:, None]] = ROLE["negative"]
+    roles[head & rescued[:, None]] = ROLE["pseudo_anchor"]
+    roles[negatives & rescued[:, None]] = ROLE["pseudo_negative"]
+    roles[rgr_ok] = ROLE["rgr_positive"]
+    roles[rgr_active & ~rgr_ok] = ROLE["rgr_negative"]
+
+    chosen_mixed = chosen & mixed[:, None]
+    n_chosen = chosen_mixed.sum(dim=1)
+    neg_distance = torch.where(
+        n_chosen > 0,
+        (d_anchor * chosen_mixed).sum(dim=1) / n_chosen.clamp(min=1),
+        torch.full((b,), math.nan, dtype=torch.float64, device=dev),
+    )
+    stats = {
+        "k_prime": k_prime,
+        "head": head_col,
+        "neg_distance": neg_distance,
+        "rescued": rescued,
+        "positive": pos_all,
+        "rgr_active": rgr_active,
+        "replaced": replaced,
+        "in_subgroup": in_s,
+    }
+    return AdvantageResult(adv, roles, kind, stats)
+
+
+@register_advantage_estimator("care")
+def care_estimator(batch: GroupBatch, params: CareParams) -> AdvantageResult:
+    """CARE (care_method.md §2-6)."""
+    return care_advantages(batch, params)
