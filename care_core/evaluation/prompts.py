@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from care_core.data.sources.base import parse_inline_choices
+
 LETTERS = "ABCDEFGHIJ"
 CHOICE_INSTRUCTION = "Answer with the option's letter from the given choices directly."
 VISION_INSTRUCTION = (
@@ -40,7 +42,7 @@ def benchmark_problem(name: str, row: dict[str, Any]) -> str:
         return VISION_INSTRUCTION
     if name == "synthetic" or row.get("answer_type") != "choice" or not choices:
         return problem
-    if _LISTED_RE.search(problem):
+    if _LISTED_RE.search(problem) or parse_inline_choices(problem):
         return problem
     return f"{problem}\nOptions:\n{options_block(choices)}\n{CHOICE_INSTRUCTION}"
 

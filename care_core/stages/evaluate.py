@@ -59,9 +59,12 @@ def load_benchmark_rows(bench: BenchmarkConfig, recipe: Recipe, data_dir: str | 
     if bench.name == SYNTHETIC:
         rows = _synthetic_rows(bench, recipe, data_dir)
     elif bench.name in SIX_BENCHMARKS:
-        from care_core.data.sources import load_benchmark  # noqa: PLC0415 (heavy, optional deps)
+        from care_core.data.sources import load_source_rows  # noqa: PLC0415 (heavy, optional deps)
 
-        rows = load_benchmark(bench)
+        if not (bench.path or bench.hub_id):
+            logger.info("%s: no path given; loading its default hub id (needs the network)", bench.name)
+        rows = load_source_rows(bench.name, path=bench.path, hub_id=bench.hub_id, split=bench.split,
+                                config_name=bench.config_name, limit=bench.limit)
     else:
         raise ValueError(f"eval.benchmarks: unknown benchmark {bench.name!r}; known: {list(KNOWN_BENCHMARKS)}")
     ids = [row["id"] for row in rows]
