@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_evaluate import Recorder, gold_response, wrong_response  # same folder (pytest rootdir-less import)
 
 from care_core.config import build_recipe
 from care_core.evaluation.prompts import benchmark_problem
 from care_core.rewards import score_benchmark
 from care_core.stages.evaluate import load_benchmark_rows, run_evaluate
-from test_evaluate import Recorder, gold_response, wrong_response  # same folder (pytest rootdir-less import)
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sources"
 SIX = ["mathvista", "mathverse", "mathvision", "mmmu", "mmmu_pro_standard", "mmmu_pro_vision"]
