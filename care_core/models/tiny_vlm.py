@@ -28,7 +28,7 @@ from care_core.models.tokenizer import base_corpus, train_tokenizer
 
 logger = logging.getLogger(__name__)
 
-BUILDER_VERSION = 1  # bump when the build recipe changes (invalidates caches)
+BUILDER_VERSION = 2  # bump when the build recipe changes (invalidates caches)
 TINY_SCHEME = "tiny://"
 
 
