@@ -1,0 +1,39 @@
+"""KFP lightweight components, one per pipeline stage; each only wires artifacts to care_core.stages.
+
+The functions are plain Python; ``make_component`` turns one into a KFP component for a given image
+(the recipe's ``kubernetes.image`` / ``gpu_image``), so the image is chosen at compile time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from kfp import dsl
+
+from components.advantage import advantage
+from components.evaluate import evaluate
+from components.ingest import ingest
+from components.rollout import rollout
+from components.sft import sft
+from components.update import update
+
+DEFAULT_IMAGE = "ghcr.io/care-pipelines/care:0.1.0"
+
+STAGE_FUNCTIONS: dict[str, Callable[..., str]] = {
+    "ingest": ingest,
+    "sft": sft,
+    "rollout": rollout,
+    "advantage": advantage,
+    "update": update,
+    "evaluate": evaluate,
+}
+
+
+def make_component(stage: str, image: str = DEFAULT_IMAGE) -> dsl.PythonComponent:
+    """The KFP component for ``stage`` running in ``image`` (no packages_to_install: the image has the project)."""
+    if stage not in STAGE_FUNCTIONS:
+        raise KeyError(f"unknown stage {stage!r}; known: {sorted(STAGE_FUNCTIONS)}")
+    return dsl.component(STAGE_FUNCTIONS[stage], base_image=image, install_kfp_package=False)
+
+
+__all__ = ["DEFAULT_IMAGE", "STAGE_FUNCTIONS", "make_component"]

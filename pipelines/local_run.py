@@ -1,0 +1,139 @@
+"""``care run`` / ``care demo``: the whole pipeline on this machine through ``kfp.local`` (no Kubernetes).
+
+kfp.local's pipeline root must be a local folder (an ``s3://`` root silently becomes a folder named
+``s3:``), so it lives under ``work_dir``; components upload their outputs themselves when the recipe's
+``storage.artifact_root`` is S3.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from care_core.config import Recipe
+from care_core.storage import is_s3
+
+log = logging.getLogger(__name__)
+
+
+def _rebase(value: str, work_dir: Path) -> str:
+    """``.care/x`` -> ``<work_dir>/x``; other relative paths -> absolute; absolute paths and URIs unchanged."""
+    if "://" in value or Path(value).is_absolute():
+        return value
+    parts = Path(value).parts
+    if parts and parts[0] == ".care":
+        return str(work_dir.joinpath(*parts[1:]))
+    return str(Path(value).resolve())
+
+
+def localize(recipe: Recipe, work_dir: Path) -> Recipe:
+    """Make the recipe's local paths absolute (components run as subprocesses) and rooted in ``work_dir``."""
+    uri = recipe.tracking.uri
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = "sqlite:///" + _rebase(uri[len("sqlite:///") :], work_dir)
+    elif "://" not in uri:
+        uri = _rebase(uri, work_dir)
+    root = recipe.storage.artifact_root if is_s3(recipe.storage.artifact_root) else _rebase(recipe.storage.artifact_root, work_dir)
+    return dataclasses.replace(
+        recipe,
+        tracking=dataclasses.replace(recipe.tracking, uri=uri),
+        storage=dataclasses.replace(recipe.storage, artifact_root=root),
+        model=dataclasses.replace(recipe.model, cache_dir=_rebase(recipe.model.cache_dir, work_dir)),
+        train=dataclasses.replace(recipe.train, output_dir=_rebase(recipe.train.output_dir, work_dir)),
+    )
+
+
+def _latest_run_dir(pipeline_root: Path, name: str, before: set[Path]) -> Path | None:
+    candidates = [p for p in pipeline_root.glob(f"{name}-*") if p.is_dir() and p not in before]
+    return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
+
+
+def run_local(
+    recipe: Recipe, work_dir: Path = Path(".care"), stages: Iterable[str] | None = None, *, quiet: bool = False
+) -> dict[str, Any]:
+    """Run the pipeline with ``kfp.local.SubprocessRunner(use_venv=False)``; return a summary.
+
+    Summary keys: ``pipeline``, ``stages``, ``rounds``, ``wall_s``, ``pipeline_root``, ``run_dir``,
+    ``artifacts`` (stage output name -> path or S3 URI), ``mlflow`` (tracking URI, experiment, run id,
+    UI command), ``eval_table`` (Markdown) and ``eval`` (metrics).
+    """
+    from kfp import local
+
+    from pipelines.care_pipeline import available_stages, build_pipeline, pipeline_name
+
+    work_dir = Path(work_dir).resolve()
+    pipeline_root = work_dir / "pipeline_root"
+    pipeline_root.mkdir(parents=True, exist_ok=True)
+    recipe = localize(recipe, work_dir)
+    stage_list = list(available_stages() if stages is None else stages)
+    name = pipeline_name(recipe)
+    before = set(pipeline_root.glob(f"{name}-*"))
+
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True)
+    pipeline = build_pipeline(recipe, stage_list, platform=False)
+    start = time.monotonic()
+    task = pipeline()
+    wall = time.monotonic() - start
+    mlflow_run_id = task.output
+    summary = _summarise(recipe, mlflow_run_id)
+    summary.update(
+        pipeline=name,
+        stages=stage_list,
+        rounds=recipe.train.rounds,
+        wall_s=round(wall, 1),
+        pipeline_root=str(pipeline_root),
+        run_dir=str(_latest_run_dir(pipeline_root, name, before) or pipeline_root),
+    )
+    if not quiet:
+        print(_where_to_look(summary))
+    return summary
+
+
+def _summarise(recipe: Recipe, mlflow_run_id: str) -> dict[str, Any]:
+    from care_core.tracking import Tracker
+
+    tracker = Tracker.from_recipe(recipe)
+    run = tracker.client.get_run(mlflow_run_id)
+    artifacts = {k[len("artifact.") :]: v for k, v in sorted(run.data.tags.items()) if k.startswith("artifact.")}
+    eval_metrics = {k: v for k, v in run.data.metrics.items() if k.startswith("eval/")}
+    table = ""
+    results_dir = artifacts.get("eval")
+    if results_dir and not is_s3(results_dir) and (Path(results_dir) / "results.md").is_file():
+        table = (Path(results_dir) / "results.md").read_text()
+    ui = (
+        f"mlflow ui --backend-store-uri {recipe.tracking.uri}"
+        if recipe.tracking.uri.startswith("sqlite:")
+        else f"open {recipe.tracking.uri}"
+    )
+    return {
+        "mlflow": {
+            "tracking_uri": recipe.tracking.uri,
+            "experiment": recipe.tracking.experiment,
+            "run_id": mlflow_run_id,
+            "status": run.info.status,
+            "ui": ui,
+        },
+        "artifact_root": recipe.storage.artifact_root,
+        "artifacts": artifacts,
+        "eval": eval_metrics,
+        "eval_table": table,
+    }
+
+
+def _where_to_look(summary: dict[str, Any]) -> str:
+    mlf = summary["mlflow"]
+    lines = [
+        f"Pipeline {summary['pipeline']} finished in {summary['wall_s']} s "
+        f"(stages: {', '.join(summary['stages'])}; rounds: {summary['rounds']}).",
+        f"  MLflow run {mlf['run_id']} in experiment {mlf['experiment']!r} -> {mlf['ui']}",
+        f"  KFP local run folder: {summary['run_dir']}",
+        f"  Artifacts ({summary['artifact_root']}):",
+        *[f"    {name}: {uri}" for name, uri in summary["artifacts"].items()],
+    ]
+    if summary["eval_table"]:
+        lines += ["", summary["eval_table"]]
+    return "\n".join(lines)
