@@ -15,8 +15,8 @@ Rules (stable contract; the rollout stage stores the spans in rollout rows):
 * :func:`extract_answer`: the content of the last complete ``<answer>`` pair (and, if that
   content holds a ``\\boxed{}``, the last box inside it); else the last ``\\boxed{}``/``\\fbox{}``
   in the text (nested braces); else the configured fallback (``none``: nothing; ``last_number``:
-  an "answer is X" phrase, else the last number; ``last_line``: an "answer is X" phrase, else the
-  last non-empty line), searched after ``</think>`` when present.
+  the last "answer is X"/"Answer: X" phrase (X up to the end of its sentence), else the last number;
+  ``last_line``: that phrase, else the last non-empty line), searched after ``</think>`` if present.
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def _phrase(text: str) -> str | None:
     if not matches:
         return None
     value = matches[-1].group(1).strip().splitlines()[0].strip()
-    value = value.rstrip(".").strip()
+    value = re.split(r"\.\s", value, maxsplit=1)[0].rstrip(".").strip()  # first sentence only
     return value or None
 
 

@@ -53,7 +53,12 @@ def _call_with_alarm(fn: Callable[..., Any], args: tuple, timeout_s: float) -> t
             signal.setitimer(signal.ITIMER_REAL, *previous_timer)
 
 
-def _worker_main(conn: Any) -> None:
+def _worker_main(conn: Any, warm_modules: tuple[str, ...]) -> None:
+    import importlib
+
+    for module in warm_modules:
+        importlib.import_module(module)
+    conn.send("ready")
     while True:
         try:
             message = conn.recv()
@@ -77,7 +82,7 @@ class _ProcessWorker:
     def _start(self) -> None:
         ctx = mp.get_context("spawn")
         parent, child = ctx.Pipe()
-        self._process = ctx.Process(target=_worker_main, args=(child,), daemon=True)
+        self._process = ctx.Process(target=_worker_main, args=(child, WARM_MODULES), daemon=True)
         self._process.start()
         self._conn = parent
 
@@ -90,11 +95,14 @@ class _ProcessWorker:
 
     def call(self, fn: Callable[..., Any], args: tuple, timeout_s: float, start_grace_s: float) -> tuple[bool, Any]:
         with self._lock:
-            fresh = self._process is None or not self._process.is_alive()
-            if fresh:
+            if self._process is None or not self._process.is_alive():
                 self._start()
+                if not self._conn.poll(start_grace_s) or self._conn.recv() != "ready":
+                    logger.warning("guard worker did not start within %.0f s", start_grace_s)
+                    self._kill()
+                    return False, None
             self._conn.send((fn, args))
-            if self._conn.poll(timeout_s + (start_grace_s if fresh else 0.0)):
+            if self._conn.poll(timeout_s):
                 ok, value = self._conn.recv()
                 return (True, value) if ok else (False, None)
             logger.warning("guarded call %s exceeded %.2f s; restarting the worker", fn.__name__, timeout_s)
@@ -102,6 +110,8 @@ class _ProcessWorker:
             return False, None
 
 
+# imported by the worker before it reports ready, so start-up time is not charged to a call
+WARM_MODULES = ("math_verify", "care_core.rewards.verifiers")
 _WORKER = _ProcessWorker()
 
 
@@ -115,4 +125,4 @@ def call_with_timeout(fn: Callable[..., Any], args: tuple, timeout_s: float) -> 
         return True, fn(*args)
     if _can_use_signals():
         return _call_with_alarm(fn, args, timeout_s)
-    return _WORKER.call(fn, args, timeout_s, start_grace_s=20.0)
+    return _WORKER.call(fn, args, timeout_s, start_grace_s=60.0)
