@@ -28,7 +28,7 @@ from care_core.models.tokenizer import base_corpus, train_tokenizer
 
 logger = logging.getLogger(__name__)
 
-BUILDER_VERSION = 2  # bump when the build recipe changes (invalidates caches)
+BUILDER_VERSION = 3  # bump when the build recipe changes (invalidates caches)
 TINY_SCHEME = "tiny://"
 
 
@@ -85,7 +85,9 @@ def _corpus(seed: int) -> list[str]:
     except ImportError:  # pragma: no cover - only while synthetic.py is absent
         corpus_texts = None
     if corpus_texts is not None:
-        lines += corpus_texts(n=3000, seed=seed)
+        # as the chat template lays them out, so role names become single tokens
+        lines += [f"system\n{DataConfig().system_prompt}\nuser\n{text}\nassistant\n"
+                  for text in corpus_texts(n=3000, seed=seed)]
     return lines
 
 
