@@ -1,0 +1,369 @@
+"""Advantage stage: rollout Parquet in -> rollout Parquet out with ``advantage``, ``role``, ``group_kind``.
+
+Reads ``recipe.algorithm.*`` (estimator name and knobs), groups the rows by ``group_id``, validates
+them (errors name file, group, sample and column), runs the registered estimator on one padded
+batch of groups and writes every input column plus the three new ones (input row order kept). The
+input file is never modified. Returns the diagnostics of care_method.md §11 that need no model.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from care_core.algorithms import (
+    GROUP_KIND,
+    GROUP_KIND_NAMES,
+    ROLE,
+    ROLE_NAMES,
+    AdvantageResult,
+    CareParams,
+    GroupBatch,
+    GRPOParams,
+    get_advantage_estimator,
+    sequence_logprob,
+)
+from care_core.config import Recipe, s_refl
+from care_core.schema import ADVANTAGE_COLUMNS, SchemaError, read_rollouts, write_rollouts
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("rollout", "rgr")
+
+
+@dataclass
+class _Rows:
+    """Flat per-row arrays of one rollout table (R rows)."""
+
+    group_id: np.ndarray  # [R] object (str)
+    sample_index: np.ndarray  # [R] int64
+    is_rgr: np.ndarray  # [R] bool
+    replaces: np.ndarray  # [R] int64
+    reward: np.ndarray  # [R] float64
+    accuracy: np.ndarray  # [R] float64
+    fmt: np.ndarray  # [R] float64
+    resp_len: np.ndarray  # [R] int64
+    think: np.ndarray  # [R, 2] int64
+    answer: np.ndarray  # [R, 2] int64
+    logprobs: np.ndarray  # [sum resp_len] float32
+    embedding: np.ndarray | None  # [R, D] float32 (zeros for RGR rows), or None
+
+
+def _list_parts(table: pa.Table, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(lengths [R], flat values) of a list column; nulls count as empty lists."""
+    col = table.column(name).combine_chunks()
+    lengths = pc.fill_null(pc.list_value_length(col), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    values = pc.list_flatten(col).to_numpy(zero_copy_only=False)
+    return lengths, values
+
+
+class _Checker:
+    """Builds error messages naming file, group, sample and column."""
+
+    def __init__(self, where: str, group_id: np.ndarray, sample_index: np.ndarray):
+        self.where, self.group_id, self.sample_index = where, group_id, sample_index
+
+    def fail_if(self, bad: np.ndarray, column: str, problem: str) -> None:
+        if not bad.any():
+            return
+        rows = np.flatnonzero(bad)
+        i = int(rows[0])
+        more = f" ({len(rows) - 1} more row(s) like it)" if len(rows) > 1 else ""
+        raise SchemaError(
+            f"{self.where}: row {i} (group_id={self.group_id[i]!r}, sample_index={self.sample_index[i]}): "
+            f"column {column!r} {problem}{more}"
+        )
+
+
+def _read_rows(table: pa.Table, where: str, need_embeddings: bool) -> _Rows:
+    """Extract and validate the columns the estimators need."""
+    for name in ("group_id", "sample_index", "source", "replaces", "reward", "accuracy"):
+        nulls = table.column(name).null_count
+        if nulls:
+            first = int(np.flatnonzero(table.column(name).is_null().to_numpy(zero_copy_only=False))[0])
+            raise SchemaError(f"{where}: row {first}: column {name!r} is null ({nulls} null value(s))")
+    group_id = np.asarray(table.column("group_id").to_pylist(), dtype=object)
+    sample_index = table.column("sample_index").to_numpy().astype(np.int64)
+    check = _Checker(where, group_id, sample_index)
+    source = np.asarray(table.column("source").to_pylist(), dtype=object)
+    check.fail_if(~np.isin(source, SOURCES), "source", f"must be one of {list(SOURCES)}")
+    is_rgr = source == "rgr"
+    replaces = table.column("replaces").to_numpy().astype(np.int64)
+    reward = table.column("reward").to_numpy().astype(np.float64)
+    accuracy = table.column("accuracy").to_numpy().astype(np.float64)
+    fmt = pc.fill_null(table.column("format"), 0.0).to_numpy().astype(np.float64)
+    check.fail_if(~np.isfinite(reward), "reward", "is NaN or infinite")
+    check.fail_if(~np.isfinite(accuracy), "accuracy", "is NaN or infinite")
+    check.fail_if((accuracy < 0) | (accuracy > 1), "accuracy", "must lie in [0, 1]")
+
+    resp_len, _ = _list_parts(table, "response_ids")
+    spans = {}
+    for name in ("think_span", "answer_span"):
+        lengths, values = _list_parts(table, name)
+        check.fail_if(lengths != 2, name, "must hold exactly 2 values [start, end) (ragged span)")
+        span = values.astype(np.int64).reshape(-1, 2)
+        absent = (span[:, 0] == -1) & (span[:, 1] == -1)
+        ok = absent | ((span[:, 0] >= 0) & (span[:, 0] <= span[:, 1]) & (span[:, 1] <= resp_len))
+        check.fail_if(~ok, name, "must be [-1, -1] or 0 <= start <= end <= len(response_ids)")
+        spans[name] = span
+    lp_len, logprobs = _list_parts(table, "old_logprobs")
+    check.fail_if(lp_len != resp_len, "old_logprobs", "must have one value per response token")
+    lp_row = np.repeat(np.arange(len(resp_len)), lp_len)
+    bad_lp = np.zeros(len(resp_len), dtype=bool)
+    bad_lp[lp_row[~np.isfinite(logprobs)]] = True
+    check.fail_if(bad_lp, "old_logprobs", "holds NaN or infinite values")
+
+    embedding = None
+    if need_embeddings:
+        emb_len, emb_values = _list_parts(table, "embedding")
+        base = emb_len[~is_rgr]
+        dim = int(np.bincount(base).argmax()) if base.size else 0
+        check.fail_if(~is_rgr & (emb_len != dim), "embedding", f"has the wrong size (expected {dim})")
+        check.fail_if(~is_rgr & (emb_len == 0), "embedding", "is empty")
+        embedding = np.zeros((len(emb_len), dim), dtype=np.float32)
+        offsets = np.concatenate([[0], np.cumsum(emb_len)])
+        rows = np.flatnonzero(~is_rgr)
+        if rows.size:
+            # rollout rows all have `dim` values: gather them with one fancy index
+            idx = offsets[rows][:, None] + np.arange(dim)[None, :]
+            embedding[rows] = emb_values.astype(np.float32)[idx]
+        check.fail_if(~np.isfinite(embedding).all(axis=1), "embedding", "holds NaN or infinite values")
+        norm = np.linalg.norm(embedding.astype(np.float64), axis=1)
+        check.fail_if(~is_rgr & (norm < 1e-8), "embedding", "has zero norm")
+    return _Rows(
+        group_id, sample_index, is_rgr, replaces, reward, accuracy, fmt, resp_len,
+        spans["think_span"], spans["answer_span"], logprobs, embedding,
+    )  # fmt: skip
+
+
+@dataclass
+class _Layout:
+    """Where each row sits in the padded [B, N] batch."""
+
+    group: np.ndarray  # [R] group index
+    col: np.ndarray  # [R] column
+    group_names: np.ndarray  # [B]
+    width: int  # N
+
+
+def _layout(rows: _Rows, where: str) -> _Layout:
+    names, group = np.unique(rows.group_id, return_inverse=True)
+    check = _Checker(where, rows.group_id, rows.sample_index)
+    order = np.lexsort((rows.sample_index, rows.is_rgr, group))
+    g_sorted = group[order]
+    starts = np.flatnonzero(np.r_[True, g_sorted[1:] != g_sorted[:-1]])
+    first_of = np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+    col = np.empty(len(order), dtype=np.int64)
+    col[order] = np.arange(len(order)) - first_of
+
+    # duplicate sample_index inside a group (rollout and RGR rows share one index space)
+    by_index = np.lexsort((rows.sample_index, group))
+    same = (group[by_index][1:] == group[by_index][:-1]) & (rows.sample_index[by_index][1:] == rows.sample_index[by_index][:-1])
+    dup = np.zeros(len(group), dtype=bool)
+    dup[by_index[1:][same]] = True
+    check.fail_if(dup, "sample_index", "is duplicated inside its group")
+    check.fail_if(~rows.is_rgr & (rows.replaces != -1), "replaces", "must be -1 for source 'rollout'")
+    width = int(col.max()) + 1 if len(col) else 0
+    return _Layout(group, col, names, width)
+
+
+def _rgr_columns(rows: _Rows, layout: _Layout, where: str) -> np.ndarray:
+    """Map each RGR row's ``replaces`` (a sample_index) to the column of that rollout row ([R], -1 else)."""
+    check = _Checker(where, rows.group_id, rows.sample_index)
+    ro = np.flatnonzero(~rows.is_rgr)
+    keys = zip(layout.group[ro].tolist(), rows.sample_index[ro].tolist(), strict=True)
+    lookup = dict(zip(keys, layout.col[ro].tolist(), strict=True))
+    target = np.full(len(rows.group_id), -1, dtype=np.int64)
+    rg = np.flatnonzero(rows.is_rgr)
+    for i in rg:  # RGR rows only: at most one per group
+        target[i] = lookup.get((int(layout.group[i]), int(rows.replaces[i])), -2)
+    check.fail_if(target == -2, "replaces", "names no rollout row (source 'rollout') of the same group")
+    flat = layout.group[rg] * max(layout.width, 1) + target[rg]
+    keys_u, counts = np.unique(flat, return_counts=True)
+    dup = np.zeros(len(rows.group_id), dtype=bool)
+    dup[rg] = np.isin(flat, keys_u[counts > 1])
+    check.fail_if(dup, "replaces", "is shared by two RGR rows of the same group")
+    return target
+
+
+def build_group_batch(rows: _Rows, layout: _Layout, rgr_target: np.ndarray, logprob_norm: str) -> GroupBatch:
+    """Pad the flat rows into a ``GroupBatch`` ([B, N] tensors; [B, N, D] embeddings)."""
+    b, n = len(layout.group_names), layout.width
+    g, c = torch.from_numpy(layout.group), torch.from_numpy(layout.col)
+
+    def pad(values: np.ndarray | torch.Tensor, fill: Any, dtype: torch.dtype) -> torch.Tensor:
+        out = torch.full((b, n), fill, dtype=dtype)
+        out[g, c] = torch.as_tensor(values).to(dtype)
+        return out
+
+    resp = rows.resp_len
+    think_len = np.where(rows.think[:, 0] >= 0, rows.think[:, 1] - rows.think[:, 0], resp)
+    answer_len = np.where(rows.answer[:, 0] >= 0, rows.answer[:, 1] - rows.answer[:, 0], resp)
+    seq_lp = sequence_logprob(torch.from_numpy(rows.logprobs.astype(np.float32)), torch.from_numpy(resp), logprob_norm)
+    embeddings = None
+    if rows.embedding is not None:
+        embeddings = torch.zeros((b, n, rows.embedding.shape[1]), dtype=torch.float32)
+        embeddings[g, c] = torch.from_numpy(rows.embedding)
+    return GroupBatch(
+        reward=pad(rows.reward, 0.0, torch.float64),
+        accuracy=pad(rows.accuracy, 0.0, torch.float64),
+        valid=pad(np.ones(len(resp), dtype=bool), False, torch.bool),
+        is_rgr=pad(rows.is_rgr, False, torch.bool),
+        replaces=pad(rgr_target, -1, torch.long),
+        think_len=pad(think_len, 0, torch.long),
+        answer_len=pad(answer_len, 0, torch.long),
+        seq_logprob=pad(seq_lp, 0.0, torch.float64),
+        embeddings=embeddings,
+    )
+
+
+def estimator_params(recipe: Recipe) -> Any:
+    """The estimator's parameter dataclass built from ``recipe.algorithm.*``."""
+    algo = recipe.algorithm
+    care = algo.care
+    if algo.name in ("grpo", "dr_grpo"):
+        return GRPOParams(std=algo.grpo.std, eps=algo.grpo.eps, positive_rule=care.positive_rule)
+    if algo.name == "care":
+        return CareParams(
+            K=care.K, M=care.M, s=care.s, s_refl=s_refl(care), eps=care.eps, equalize=care.equalize,
+            positive_rule=care.positive_rule, rescue=care.rescue.enable, rescue_delta=care.rescue.delta,
+            rescue_normalize=care.rescue.normalize, use_rgr=care.rgr.enable,
+        )  # fmt: skip
+    raise ValueError(f"algorithm.name={algo.name!r} has no advantage parameters")
+
+
+def _f(x: float | torch.Tensor) -> float | None:
+    """JSON-safe float (NaN/inf -> None)."""
+    v = float(x)
+    return v if math.isfinite(v) else None
+
+
+def _diagnostics(rows: _Rows, layout: _Layout, batch: GroupBatch, res: AdvantageResult, name: str) -> dict[str, Any]:
+    g, c = torch.from_numpy(layout.group), torch.from_numpy(layout.col)
+    adv = res.advantages[g, c].double()
+    roles = res.roles[g, c]
+    b = len(layout.group_names)
+    kinds = {k: int((res.group_kind == code).sum()) for k, code in GROUP_KIND.items()}
+    ro = ~torch.from_numpy(rows.is_rgr)
+    out: dict[str, Any] = {
+        "algorithm": name,
+        "rows": len(rows.group_id),
+        "groups": b,
+        "rollout_rows": int(ro.sum()),
+        "rgr_rows": int((~ro).sum()),
+        "reward_mean": _f(rows.reward[~rows.is_rgr].mean()) if ro.any() else None,
+        "accuracy_mean": _f(rows.accuracy[~rows.is_rgr].mean()) if ro.any() else None,
+        "format_rate": _f(rows.fmt[~rows.is_rgr].mean()) if ro.any() else None,
+        "group_kinds": kinds,
+        **{f"share_{k}": _f(v / max(b, 1)) for k, v in kinds.items()},
+        "adv_mean": _f(adv.mean()) if adv.numel() else None,
+        "adv_std": _f(adv.std(unbiased=False)) if adv.numel() else None,
+        "adv_abs_max": _f(adv.abs().max()) if adv.numel() else None,
+        "adv_nonzero": int((adv != 0).sum()),
+    }
+    pos, neg = adv[adv > 0], adv[adv < 0]
+    out["adv_pos_mean"] = _f(pos.mean()) if pos.numel() else None
+    out["adv_neg_mean"] = _f(neg.mean()) if neg.numel() else None
+    # mean squared advantage of negatives over that of positives (update-size balance)
+    out["neg_pos_var_ratio"] = _f((neg**2).mean() / (pos**2).mean()) if pos.numel() and neg.numel() else None
+    out["roles"] = {r: int((roles == code).sum()) for r, code in ROLE.items()}
+    if name != "care":
+        return out
+    st = res.stats
+    kp = st["k_prime"]
+    with_s = kp > 0
+    mixed = res.group_kind == GROUP_KIND["mixed"]
+    all_wrong = res.group_kind == GROUP_KIND["all_wrong"]
+    head = st["head"]
+    rows_b = torch.arange(b)
+    anchor_think = batch.think_len[rows_b[mixed], head[mixed]].double()
+    ro_mixed = batch.valid & ~batch.is_rgr & mixed[:, None]
+    rgr_rows = batch.valid & batch.is_rgr
+    n_rgr = int(rgr_rows.sum())
+    out.update(
+        {
+            "k_prime_mean": _f(kp[with_s].double().mean()) if with_s.any() else None,
+            "k_prime_hist": {str(k): int((kp == k).sum()) for k in range(1, int(kp.max()) + 1)} if with_s.any() else {},
+            "anchor_think_len_mean": _f(anchor_think.mean()) if anchor_think.numel() else None,
+            "think_len_mean": _f(batch.think_len[ro_mixed].double().mean()) if ro_mixed.any() else None,
+            "neg_cos_distance_mean": _f(st["neg_distance"][mixed].nanmean()) if mixed.any() else None,
+            "rescued_groups": int(st["rescued"].sum()),
+            "rescue_rate": _f(st["rescued"].sum() / all_wrong.sum()) if all_wrong.any() else None,
+            "rgr_attempts": n_rgr,
+            "rgr_successes": int((rgr_rows & st["positive"]).sum()),
+            "rgr_success_rate": _f((rgr_rows & st["positive"]).sum() / n_rgr) if n_rgr else None,
+            "rgr_used": int(st["rgr_active"].sum()),
+            "rgr_unused": int((rgr_rows & ~st["rgr_active"]).sum()),
+        }
+    )
+    return out
+
+
+def compute_advantages(table: pa.Table, recipe: Recipe, where: str = "<rollouts>") -> tuple[pa.Table, dict[str, Any]]:
+    """Validate ``table`` (rollout rows) and return (table + advantage/role/group_kind, diagnostics)."""
+    name = recipe.algorithm.name
+    estimator = get_advantage_estimator(name)
+    params = estimator_params(recipe)
+    rows = _read_rows(table, where, need_embeddings=name == "care")
+    if len(rows.group_id) == 0:
+        raise SchemaError(f"{where}: no rollout rows")
+    layout = _layout(rows, where)
+    target = _rgr_columns(rows, layout, where)
+    batch = build_group_batch(rows, layout, target, recipe.algorithm.care.rescue.logprob_norm)
+    start = time.perf_counter()
+    with torch.no_grad():
+        res = estimator(batch, params)
+    estimator_s = time.perf_counter() - start
+    g, c = torch.from_numpy(layout.group), torch.from_numpy(layout.col)
+    adv = res.advantages[g, c].double().numpy()
+    role = np.asarray(ROLE_NAMES, dtype=object)[res.roles[g, c].numpy()]
+    kind = np.asarray(GROUP_KIND_NAMES, dtype=object)[res.group_kind[g].numpy()]
+    existing = [n for n in ADVANTAGE_COLUMNS.names if n in table.column_names]
+    if existing:
+        log.warning("%s: replacing existing column(s) %s", where, existing)
+        table = table.drop_columns(existing)
+    for field, values in zip(ADVANTAGE_COLUMNS, (adv, role, kind), strict=True):
+        table = table.append_column(field, pa.array(values, type=field.type))
+    diag = _diagnostics(rows, layout, batch, res, name)
+    diag["estimator_s"] = round(estimator_s, 6)
+    if name == "care" and diag.get("rescued_groups") and recipe.algorithm.care.rescue.normalize:
+        log.info("rescue.normalize=true: delta cancels in the z-score; %d rescued group(s) get real-anchor-sized advantages",
+                 diag["rescued_groups"])  # fmt: skip
+    return table, diag
+
+
+def run_advantage(recipe: Recipe, rollouts_path: str | Path, out_path: str | Path) -> dict[str, Any]:
+    """Read rollouts, compute advantages with ``recipe.algorithm.name``, write ``out_path``.
+
+    Returns JSON-serialisable diagnostics (group kinds, K', anchor vs mean think length, chosen
+    negative cosine distance, rescue rate, RGR success, advantage stats, timings).
+    """
+    start = time.perf_counter()
+    src, dst = Path(rollouts_path), Path(out_path)
+    if not src.is_file():
+        raise FileNotFoundError(f"rollouts file not found: {src}")
+    if dst.exists() and dst.resolve() == src.resolve():
+        raise ValueError(f"--out {dst} is the input file; the advantage stage never modifies its input")
+    table = read_rollouts(src)
+    table, diag = compute_advantages(table, recipe, where=str(src))
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+    try:
+        write_rollouts(table, tmp)
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+    diag["total_s"] = round(time.perf_counter() - start, 6)
+    diag["out"] = str(dst)
+    log.info("advantage stage: %d rows, %d groups in %.3fs", diag["rows"], diag["groups"], diag["total_s"])
+    return diag
