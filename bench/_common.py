@@ -1,0 +1,59 @@
+"""Shared helpers of the speed benchmarks: machine/version banner, timing, tiny-model setup."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+def versions(*packages: str) -> dict[str, str]:
+    out = {}
+    for name in ("torch", "transformers", *packages):
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def banner(title: str, *packages: str) -> dict[str, Any]:
+    """Print and return machine + versions (the context every recorded number needs)."""
+    import torch
+
+    info = {
+        "bench": title,
+        "machine": f"{platform.machine()} {os.cpu_count()} cores, torch threads {torch.get_num_threads()}",
+        "python": platform.python_version(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
+        **versions(*packages),
+    }
+    print("== " + title)
+    for key, value in info.items():
+        if key != "bench":
+            print(f"   {key}: {value}")
+    return info
+
+
+def timed(fn: Callable[[], Any], repeats: int) -> tuple[list[float], Any]:
+    """Run ``fn`` ``repeats`` times; returns wall-clock seconds per run and the last result."""
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return times, result
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def ratio_line(name: str, ours: float, baseline_name: str, baseline: float, higher_is_better: bool) -> str:
+    """``name: X vs baseline Y -> ratio R (>1: ours better)``."""
+    ratio = (ours / baseline) if higher_is_better else (baseline / ours)
+    return f"{name}: {ours:.4g} vs {baseline_name} {baseline:.4g} -> {ratio:.2f}x {'(ours faster)' if ratio > 1 else '(baseline faster)'}"
