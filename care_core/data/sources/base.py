@@ -207,7 +207,7 @@ def infer_answer_type(answer: str, problem: str = "", choices: list[str] | None 
         value = readings[0]
         is_int = "." not in answer and "%" not in answer and "/" not in answer and float(value).is_integer()
         return ("integer" if is_int else "float"), []
-    if re.search(r"[\\^_{}=+*/]|\d", answer) or len(answer) <= 3:
+    if re.search(r"[\\^_{}=+*/]|\d", answer) or re.fullmatch(r"[a-zA-Z]", answer):
         return "expression", []
     return "text", []
 
@@ -262,7 +262,7 @@ class Source:
             root = Path(spec.path)
             base = root if root.is_dir() else root.parent
             for file in find_files(root, split, self.local_config(spec.config_name)):
-                roots = image_root + [p for p in [file.parent, *file.parents] if p == base or base in p.parents]
+                roots = image_root + [p for p in file.parents if p == base or base in p.parents]
                 for index, record in enumerate(read_records(file)):
                     yield record, RowContext(self.name, split, str(file), index, roots, spec.config_name)
             return
