@@ -15,7 +15,8 @@ source has role ``sft`` or ``both``) and ``manifest.json``. Rules:
   normalised problem text (lower case, single spaces) plus the pixel hashes of the images; the
   first row wins, later ones are listed in ``manifest["duplicates"]``. Train rows equal to a test
   row are dropped from train too (reason ``in_test``).
-* Inputs are only read, never written.
+* Inputs are only read, never written. Rows stream to disk in batches (only dedup keys stay in
+  memory), so large sources (Vision-R1-cold: ~200K images) fit; a failed run leaves no outputs.
 """
 
 from __future__ import annotations
@@ -26,10 +27,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from care_core.config import Recipe, SourceConfig, recipe_hash
 from care_core.data.images import BadRow, checked_image
 from care_core.data.sources import LoadSpec, describe_error, get_source
-from care_core.schema import SchemaError, validate_example, write_examples
+from care_core.schema import EXAMPLE_SCHEMA, SchemaError, validate_example
 
 logger = logging.getLogger(__name__)
 
@@ -77,126 +81,190 @@ def _synthetic_results(recipe: Recipe, src: SourceConfig) -> list[tuple[str, str
     return out
 
 
+_PARTIAL_SCHEMA = EXAMPLE_SCHEMA.append(pa.field("_key", pa.string())).append(pa.field("_source", pa.string()))
+_BATCH = 256
+
+
+class _SplitSink:
+    """First-wins deduplicating writer of one split: rows go to a partial Parquet file in batches."""
+
+    def __init__(self, split: str, path: Path, dedup: bool) -> None:
+        self.split, self.path, self.dedup = split, path, dedup
+        self.seen: dict[str, tuple[str, str]] = {}
+        self.ids: dict[str, str] = {}
+        self.buffer: list[dict[str, Any]] = []
+        self.writer: pq.ParquetWriter | None = None
+
+    def offer(self, row: dict[str, Any], label: str, key: str) -> tuple[str, str] | None:
+        """Keep ``row`` (None) or return ``(id, source)`` of the row it duplicates."""
+        if self.dedup and key in self.seen:
+            return self.seen[key]
+        if row["id"] in self.ids:
+            raise SchemaError(
+                f"{self.split}: id {row['id']!r} occurs in sources {self.ids[row['id']]} and {label} with different "
+                "content; give the sources distinct splits or remove one"
+            )
+        self.ids[row["id"]] = label
+        self.seen.setdefault(key, (row["id"], label))
+        self.buffer.append({**row, "_key": key, "_source": label})
+        if len(self.buffer) >= _BATCH:
+            self.flush()
+        return None
+
+    def flush(self) -> None:
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.path, _PARTIAL_SCHEMA)
+        if self.buffer:
+            self.writer.write_table(pa.Table.from_pylist(self.buffer, schema=_PARTIAL_SCHEMA))
+            self.buffer = []
+
+    def finish(self, final: Path, drop_keys: dict[str, tuple[str, str]] | None = None) -> list[dict[str, Any]]:
+        """Write the final file (rows whose key is in ``drop_keys`` left out); returns the dropped rows' info."""
+        self.flush()
+        assert self.writer is not None
+        self.writer.close()
+        dropped: list[dict[str, Any]] = []
+        with pq.ParquetWriter(final, EXAMPLE_SCHEMA) as writer:
+            for batch in pq.ParquetFile(self.path).iter_batches(batch_size=_BATCH):
+                table = pa.Table.from_batches([batch])
+                if drop_keys:
+                    keys = table.column("_key").to_pylist()
+                    mask = [k not in drop_keys for k in keys]
+                    for keep, key, row_id, label in zip(
+                        mask, keys, table.column("id").to_pylist(), table.column("_source").to_pylist(), strict=True
+                    ):
+                        if not keep:
+                            dropped.append({"id": row_id, "source": label, "of": drop_keys[key]})
+                    table = table.filter(pa.array(mask, type=pa.bool_()))
+                writer.write_table(table.select(EXAMPLE_SCHEMA.names))
+        self.path.unlink()
+        return dropped
+
+    def discard(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.path.unlink(missing_ok=True)
+
+
+def _source_entry(src: SourceConfig, label: str) -> dict[str, Any]:
+    return {
+        "source": label,
+        "name": src.name,
+        "role": src.role,
+        "split": "train+test" if src.name == "synthetic" else src.split,
+        "path": src.path,
+        "hub_id": src.hub_id,
+        "config_name": src.config_name,
+        "limit": src.limit,
+        "read": 0,
+        "valid": 0,
+        "rejected": 0,
+        "duplicates": 0,
+        "kept": {},
+    }
+
+
+def _rows_of(recipe: Recipe, src: SourceConfig, label: str, entry: dict[str, Any], manifest: dict[str, Any]):
+    """(split, row, image hashes) of one source's valid rows; bad rows follow ``data.bad_rows``."""
+    if src.name == "synthetic":
+        for split, where, row, hashes in _synthetic_results(recipe, src):
+            entry["read"] += 1
+            validate_example(row, where)
+            yield split, row, hashes
+        return
+    source = get_source(src.name)
+    spec = LoadSpec(src.hub_id, src.path, src.split, src.config_name, src.limit, src.image_root)
+    logger.info("ingesting %s from %s", label, src.path or src.hub_id or source.hub_id)
+    for result in source.iter_results(spec):
+        entry["read"] += 1
+        if result.error is not None:
+            if recipe.data.bad_rows == "error":
+                raise SchemaError(f"{describe_error(result)} [source {label}; data.bad_rows=error]")
+            entry["rejected"] += 1
+            manifest["rejected"].append(
+                {
+                    "source": label,
+                    "file": result.ctx.file,
+                    "row": result.ctx.index,
+                    "id": result.native_id,
+                    "field": result.error.field,
+                    "reason": result.error.reason,
+                }
+            )
+            continue
+        assert result.row is not None
+        validate_example(result.row, result.ctx.where)
+        yield result.ctx.split, result.row, result.image_hashes
+
+
 def run_ingest(recipe: Recipe, out_dir: str | Path) -> dict[str, Any]:
     """Ingest ``recipe.data.sources`` into ``out_dir``; returns the manifest (also written as JSON)."""
     out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     data = recipe.data
-    policy = data.bad_rows
-    buckets: dict[str, list[tuple[dict[str, Any], str, str]]] = {s: [] for s in SPLITS}
+    for src in data.sources:
+        _destinations("train", src.role)  # reject an unknown role before reading anything
+    has_sft = any(src.role in ("sft", "both") for src in data.sources)
+    splits = [s for s in SPLITS if s != "sft" or has_sft]
+    sinks = {s: _SplitSink(s, out / f".{s}.partial.parquet", data.dedup) for s in splits}
     manifest: dict[str, Any] = {
         "recipe": recipe.name,
         "recipe_hash": recipe_hash(recipe),
-        "bad_rows": policy,
+        "bad_rows": data.bad_rows,
         "dedup": data.dedup,
         "sources": [],
         "rejected": [],
         "duplicates": [],
     }
-    for position, src in enumerate(data.sources):
-        label = src.name if sum(s.name == src.name for s in data.sources) == 1 else f"{src.name}#{position}"
-        entry: dict[str, Any] = {
-            "source": label,
-            "name": src.name,
-            "role": src.role,
-            "split": "train+test" if src.name == "synthetic" else src.split,
-            "path": src.path,
-            "hub_id": src.hub_id,
-            "config_name": src.config_name,
-            "limit": src.limit,
-            "read": 0,
-            "valid": 0,
-            "rejected": 0,
-            "duplicates": 0,
-            "kept": {},
-        }
-        manifest["sources"].append(entry)
-        if src.name == "synthetic":
-            results = _synthetic_results(recipe, src)
-            entry["read"] = len(results)
-            for split, where, row, hashes in results:
-                validate_example(row, where)
+    moved = 0
+    try:
+        for position, src in enumerate(data.sources):
+            label = src.name if sum(s.name == src.name for s in data.sources) == 1 else f"{src.name}#{position}"
+            entry = _source_entry(src, label)
+            manifest["sources"].append(entry)
+            for split, row, hashes in _rows_of(recipe, src, label, entry, manifest):
                 entry["valid"] += 1
+                key = problem_key(row["problem"], hashes)
                 for bucket in _destinations(split, src.role):
-                    buckets[bucket].append((dict(row), label, problem_key(row["problem"], hashes)))
-            continue
-        source = get_source(src.name)
-        spec = LoadSpec(src.hub_id, src.path, src.split, src.config_name, src.limit, src.image_root)
-        logger.info("ingesting %s from %s", label, src.path or src.hub_id or source.hub_id)
-        for result in source.iter_results(spec):
-            entry["read"] += 1
-            if result.error is not None:
-                if policy == "error":
-                    raise SchemaError(f"{describe_error(result)} [source {label}; data.bad_rows=error]")
-                entry["rejected"] += 1
-                manifest["rejected"].append(
-                    {
-                        "source": label,
-                        "file": result.ctx.file,
-                        "row": result.ctx.index,
-                        "id": result.native_id,
-                        "field": result.error.field,
-                        "reason": result.error.reason,
-                    }
-                )
-                continue
-            row = result.row
-            assert row is not None
-            validate_example(row, result.ctx.where)
-            entry["valid"] += 1
-            for bucket in _destinations(result.ctx.split, src.role):
-                buckets[bucket].append((dict(row), label, problem_key(row["problem"], result.image_hashes)))
-
-    if data.val_fraction > 0:
-        moved = [item for item in buckets["train"] if _in_validation(item[0]["id"], data.val_fraction)]
-        buckets["train"] = [item for item in buckets["train"] if not _in_validation(item[0]["id"], data.val_fraction)]
-        buckets["test"].extend(moved)
-        manifest["moved_to_test"] = len(moved)
-
-    by_label = {entry["source"]: entry for entry in manifest["sources"]}
-    kept_rows: dict[str, list[dict[str, Any]]] = {}
-    test_keys: dict[str, tuple[str, str]] = {}
-    for split in ("test", "train", "sft"):
-        seen: dict[str, tuple[str, str]] = {}
-        ids: dict[str, str] = {}
-        rows = []
-        for row, label, key in buckets[split]:
-            if data.dedup and (key in seen or (split == "train" and key in test_keys)):
-                first_id, first_label = seen.get(key) or test_keys[key]
-                reason = "duplicate" if key in seen else "in_test"
+                    if bucket == "train" and data.val_fraction > 0 and _in_validation(row["id"], data.val_fraction):
+                        bucket = "test"
+                        moved += 1
+                    first = sinks[bucket].offer(row, label, key)
+                    if first is None:
+                        entry["kept"][bucket] = entry["kept"].get(bucket, 0) + 1
+                        continue
+                    entry["duplicates"] += 1
+                    manifest["duplicates"].append(
+                        {"split": bucket, "source": label, "id": row["id"], "duplicate_of": first[0],
+                         "duplicate_of_source": first[1], "reason": "duplicate"}
+                    )  # fmt: skip
+        by_label = {entry["source"]: entry for entry in manifest["sources"]}
+        test_keys = sinks["test"].seen if data.dedup else None
+        counts = {}
+        for split in splits:
+            dropped = sinks[split].finish(out / f"{split}.parquet", test_keys if split == "train" else None)
+            for item in dropped:
+                by_label[item["source"]]["duplicates"] += 1
+                by_label[item["source"]]["kept"]["train"] -= 1
                 manifest["duplicates"].append(
-                    {"split": split, "source": label, "id": row["id"], "duplicate_of": first_id,
-                     "duplicate_of_source": first_label, "reason": reason}
+                    {"split": "train", "source": item["source"], "id": item["id"], "duplicate_of": item["of"][0],
+                     "duplicate_of_source": item["of"][1], "reason": "in_test"}
                 )  # fmt: skip
-                by_label[label]["duplicates"] += 1
-                continue
-            if row["id"] in ids:
-                raise SchemaError(
-                    f"{split}: id {row['id']!r} occurs in sources {ids[row['id']]} and {label} with different "
-                    "content; give the sources distinct splits or remove one"
-                )
-            ids[row["id"]] = label
-            seen[key] = (row["id"], label)
-            rows.append(row)
-            by_label[label]["kept"][split] = by_label[label]["kept"].get(split, 0) + 1
-        kept_rows[split] = rows
-        if split == "test":
-            test_keys = dict(seen)
-
-    out.mkdir(parents=True, exist_ok=True)
-    files = {}
-    has_sft = any(src.role in ("sft", "both") for src in data.sources)
-    for split in SPLITS:
-        if split == "sft" and not has_sft:
-            continue
-        name = f"{split}.parquet"
-        write_examples(kept_rows[split], out / name)
-        files[split] = name
-    manifest["files"] = files
-    manifest["counts"] = {split: len(kept_rows[split]) for split in files}
+            counts[split] = pq.ParquetFile(out / f"{split}.parquet").metadata.num_rows
+    except BaseException:
+        for sink in sinks.values():
+            sink.discard()
+        raise
+    for entry in manifest["sources"]:
+        entry["kept"] = {k: v for k, v in entry["kept"].items() if v}
+    if data.val_fraction > 0:
+        manifest["moved_to_test"] = moved
+    manifest["files"] = {split: f"{split}.parquet" for split in splits}
+    manifest["counts"] = counts
     manifest["n_rejected"] = len(manifest["rejected"])
     manifest["n_duplicates"] = len(manifest["duplicates"])
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
-    logger.info("ingest wrote %s to %s", manifest["counts"], out)
+    logger.info("ingest wrote %s to %s", counts, out)
     return manifest
 
 

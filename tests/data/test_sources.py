@@ -182,3 +182,15 @@ def test_checked_image_reencodes_other_formats_and_hashes_pixels() -> None:
     assert checked_image({"bytes": png_fast.getvalue()}, "f")[1] == checked_image({"bytes": png_small.getvalue()}, "f")[1]
     with pytest.raises(BadRow, match="undecodable"):
         checked_image({"bytes": b"\x89PNG\r\n\x1a\nbroken"}, "images[0]")
+
+
+def test_same_data_in_two_formats_is_read_once(tmp_path: Path) -> None:
+    """MathVerse publishes testmini.json next to testmini.parquet (and a text-only variant)."""
+    import pyarrow.parquet as pq
+
+    shutil.copy(FIXTURES / "mathverse" / "testmini.parquet", tmp_path / "testmini.parquet")
+    records = pq.read_table(tmp_path / "testmini.parquet").to_pylist()
+    (tmp_path / "testmini.json").write_text(json.dumps(records[:1], default=lambda b: None))
+    (tmp_path / "testmini_text_only.json").write_text("[]")
+    assert find_files(tmp_path, "testmini") == [tmp_path / "testmini.parquet"]
+    assert len(load_source_rows("mathverse", path=str(tmp_path))) == 4

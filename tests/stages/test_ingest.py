@@ -35,7 +35,9 @@ def _digest_tree(root: Path) -> dict[str, str]:
             if p.is_file()}  # fmt: skip
 
 
-def test_mixed_recipe_counts_dedup_and_rejections(tmp_path: Path) -> None:
+@pytest.mark.parametrize("batch", [256, 2], ids=["one-batch", "streamed-in-batches-of-2"])
+def test_mixed_recipe_counts_dedup_and_rejections(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch: int) -> None:
+    monkeypatch.setattr("care_core.stages.ingest._BATCH", batch)
     before = _digest_tree(FIXTURES)
     recipe = build_recipe({"name": "mixed", "data": {"bad_rows": "skip", "sources": _mixed_sources()}})
     manifest = run_ingest(recipe, tmp_path / "out")
@@ -76,6 +78,8 @@ def test_mixed_recipe_counts_dedup_and_rejections(tmp_path: Path) -> None:
         "mathvista": (1, 0, 1, 0, {}),
         "vision_r1_cold": (3, 3, 0, 0, {"sft": 3}),
     }
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "manifest.json", "sft.parquet", "test.parquet", "train.parquet"]  # fmt: skip
     on_disk = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert on_disk["counts"] == manifest["counts"] and on_disk["n_rejected"] == 4 and on_disk["n_duplicates"] == 2
 
@@ -87,7 +91,7 @@ def test_error_policy_stops_naming_file_row_and_field(tmp_path: Path) -> None:
     message = str(info.value)
     assert "bad_geometry3k/data/train-00000-of-00001.parquet: row 0" in message
     assert "id=geometry3k/train-901" in message and "field 'answer'" in message
-    assert not (tmp_path / "out" / "train.parquet").exists()
+    assert list((tmp_path / "out").iterdir()) == []  # no outputs, no partial files
 
 
 def test_dedup_off_keeps_duplicates_and_no_sft_file(tmp_path: Path) -> None:

@@ -5,7 +5,9 @@ native record to an example row (``interfaces.md`` §1) in :meth:`Source.convert
 reads the records:
 
 * **local files** (``path``: the normal offline path): a file, or a folder in the hub's own layout.
-  Parquet, JSON (a list, ``{"data": [...]}``, or a mapping id → record) and JSON Lines are read.
+  Parquet, JSON (a list, ``{"data": [...]}``, or a mapping id → record) and JSON Lines are read;
+  when one file is published in several formats (``testmini.json`` and ``testmini.parquet``) only
+  the Parquet one is read.
   A file belongs to ``split`` when its name is ``<split>.*``/``<split>-*`` or a parent folder is
   named ``<split>``; when no file names any known split (``39Krelease.parquet``), all files are
   read. ``config_name`` keeps the files under a folder of that name (MMMU subjects, MMMU-Pro
@@ -107,6 +109,13 @@ def find_files(path: str | Path, split: str, config_name: str | None = None) -> 
         and p.name not in _SKIP_FILES
         and not any(part.startswith(".") for part in p.relative_to(root).parts)
     )
+    # the same data published in several formats (MathVerse: testmini.json + testmini.parquet): read one
+    best: dict[tuple[Path, str], Path] = {}
+    for p in files:
+        key = (p.parent, p.name[: -len(p.suffix)])
+        if key not in best or DATA_SUFFIXES.index(p.suffix) < DATA_SUFFIXES.index(best[key].suffix):
+            best[key] = p
+    files = sorted(best.values())
     if config_name:
         files = [p for p in files if config_name in p.relative_to(root).parts[:-1]]
         if not files:
