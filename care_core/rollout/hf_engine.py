@@ -1,0 +1,128 @@
+"""Rollout engine on transformers ``generate``: batched, images through the processor's tensors.
+
+Each request is repeated ``n`` times inside the batch (so vision tensors line up one-to-one
+with the rows), prompts are left-padded, and the per-step raw logits that ``generate`` returns
+give each sampled token's log-prob under the policy (at ``logprob_temperature``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from care_core.rollout.base import GenerationRequest, Sample, SamplingSettings
+from care_core.training.forward import vision_token_ids, with_mm_token_types
+
+logger = logging.getLogger(__name__)
+
+
+def _eos_ids(model: torch.nn.Module, tokenizer) -> list[int]:
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    ids = list(eos) if isinstance(eos, list | tuple) else [eos]
+    return [int(i) for i in ids if i is not None]
+
+
+def left_pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad token lists -> (input_ids [B, T], attention_mask [B, T])."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        if seq:
+            ids[row, width - len(seq) :] = torch.tensor(list(seq), dtype=torch.long)
+            mask[row, width - len(seq) :] = 1
+    return ids, mask
+
+
+def cut_at_eos(tokens: Sequence[int], eos_ids: Sequence[int], max_new_tokens: int) -> tuple[list[int], bool]:
+    """Keep tokens up to and including the first EOS; ``truncated`` when there is none and the
+    budget ``max_new_tokens`` was used up."""
+    out: list[int] = []
+    for tok in tokens:
+        out.append(int(tok))
+        if tok in eos_ids:
+            return out, False
+    return out, len(out) >= max_new_tokens
+
+
+class HFEngine:
+    """Decode with the policy module itself (``sync_weights`` is a no-op)."""
+
+    def __init__(self, model: torch.nn.Module, processor, batch_size: int = 8, show_progress: bool = True):
+        """``batch_size``: prompts decoded together (x ``n`` sequences)."""
+        self.model = model
+        self.processor = processor
+        self.tokenizer = getattr(processor, "tokenizer", processor)
+        self.batch_size = max(1, int(batch_size))
+        self.show_progress = show_progress
+        pad = self.tokenizer.pad_token_id
+        self.pad_id = int(pad if pad is not None else 0)
+        self.eos_ids = _eos_ids(model, self.tokenizer)
+        self.suppress_ids = vision_token_ids(model)
+        self.generated_tokens = 0
+        self.generate_seconds = 0.0
+
+    def sync_weights(self, model: torch.nn.Module) -> None:
+        self.model = model
+
+    @torch.no_grad()
+    def generate(self, requests: list[GenerationRequest], settings: SamplingSettings) -> list[list[Sample]]:
+        if settings.seed is not None:
+            torch.manual_seed(settings.seed)
+        results: list[list[Sample]] = []
+        # batch_size counts prompts (rollout.batch_size); each brings its n samples into the batch
+        chunks = [requests[i : i + self.batch_size] for i in range(0, len(requests), self.batch_size)]
+        bar = tqdm(chunks, desc="rollout", unit="batch", disable=not self.show_progress or len(chunks) < 2)
+        for chunk in bar:
+            results.extend(self._generate_chunk(chunk, settings))
+        return results
+
+    def _generate_chunk(self, chunk: list[GenerationRequest], settings: SamplingSettings) -> list[list[Sample]]:
+        device = next(self.model.parameters()).device
+        rows = [req for req in chunk for _ in range(settings.n)]
+        input_ids, attention = left_pad([list(r.prompt_ids) + list(r.prefix_ids) for r in rows], self.pad_id)
+        inputs: dict[str, torch.Tensor] = {"input_ids": input_ids.to(device), "attention_mask": attention.to(device)}
+        for key in sorted({k for r in rows for k in r.mm_inputs}):
+            inputs[key] = torch.cat([r.mm_inputs[key] for r in rows if key in r.mm_inputs], dim=0).to(device)
+        inputs = with_mm_token_types(self.model, inputs)
+        do_sample = settings.temperature > 0
+        gen_kwargs = {
+            "max_new_tokens": settings.max_new_tokens,
+            "do_sample": do_sample,
+            "return_dict_in_generate": True,
+            "output_logits": True,
+            "pad_token_id": self.pad_id,
+            "eos_token_id": self.eos_ids,
+        }
+        if self.suppress_ids:  # a sampled image placeholder would break every later forward pass
+            gen_kwargs["suppress_tokens"] = self.suppress_ids
+        if do_sample:
+            gen_kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k or None)
+        else:
+            gen_kwargs.update(temperature=None, top_p=None, top_k=None)
+        start = time.perf_counter()
+        out = self.model.generate(**inputs, **gen_kwargs)
+        self.generate_seconds += time.perf_counter() - start
+        new_tokens = out.sequences[:, input_ids.shape[1] :].cpu()  # [B, S]
+        logits = torch.stack(out.logits, dim=1).float().cpu()  # [B, S, V] raw (pre-processor) logits
+        if settings.logprob_temperature not in (0.0, 1.0):
+            logits = logits / settings.logprob_temperature
+        token_logprobs = F.log_softmax(logits, dim=-1).gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
+        samples: list[Sample] = []
+        for row in range(new_tokens.shape[0]):
+            ids, truncated = cut_at_eos(new_tokens[row].tolist(), self.eos_ids, settings.max_new_tokens)
+            self.generated_tokens += len(ids)
+            samples.append(Sample(ids, token_logprobs[row, : len(ids)].tolist(), truncated))
+        return [samples[i * settings.n : (i + 1) * settings.n] for i in range(len(chunk))]
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.generated_tokens / self.generate_seconds if self.generate_seconds > 0 else math.nan

@@ -1,0 +1,359 @@
+"""Rollout stage: sample G responses per prompt, score them, embed their think spans, run RGR.
+
+``run_rollout(recipe, model_path, data_dir, out_path, round_index)`` reads
+``data_dir/train.parquet``, draws ``train.prompts_per_round`` prompts (deterministic in
+``train.seed`` and the round), decodes ``rollout.n`` samples each with the configured engine and
+writes rollout rows (interfaces.md §2), plus one RGR row per eligible group when the algorithm
+is CARE and ``algorithm.care.rgr.enable`` is on. Returns the round's rollout diagnostics.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from care_core.config import Recipe
+from care_core.rollout import GenerationRequest, Sample, SamplingSettings, make_engine
+from care_core.rollout.embeddings import embed_and_score
+from care_core.rollout.rgr import GroupView, assemble_repair, build_repair_prefix, repair_cue, repair_target
+from care_core.schema import SchemaError, read_examples, write_rollouts
+from care_core.training.forward import SequenceItem
+
+logger = logging.getLogger(__name__)
+
+
+def policy_temperature(recipe: Recipe) -> float:
+    """Temperature the policy's log-probs are computed at, in rollout and update alike (verl)."""
+    return recipe.rollout.temperature if recipe.rollout.temperature > 0 else 1.0
+
+
+def round_seed(seed: int, round_index: int, salt: int = 0) -> int:
+    """Deterministic per-round seed (independent of how many rounds ran in this process)."""
+    return int((seed * 1_000_003 + round_index * 7_919 + salt) % (2**31 - 1))
+
+
+def sample_prompt_indices(n_rows: int, n: int, seed: int, round_index: int, exclude: set[int] | None = None) -> list[int]:
+    """``n`` distinct row indices drawn without replacement by (seed, round); with more prompts
+    wanted than rows, the permutation wraps around."""
+    if n_rows == 0:
+        raise SchemaError("train.parquet has no rows")
+    rng = np.random.default_rng([seed, round_index])
+    order = [int(i) for i in rng.permutation(n_rows) if exclude is None or int(i) not in exclude]
+    if not order:
+        return []
+    return [order[i % len(order)] for i in range(n)]
+
+
+def _precision(row: dict[str, Any], where: str) -> int | None:
+    meta = row.get("meta") or "{}"
+    try:
+        value = json.loads(meta).get("precision") if meta else None
+    except (json.JSONDecodeError, AttributeError) as exc:
+        raise SchemaError(f"{where}: field 'meta' is not a JSON object: {exc}") from None
+    return int(value) if value is not None else None
+
+
+def encode_requests(processor: Any, rows: list[dict[str, Any]], data_cfg: Any, with_images: bool) -> list[GenerationRequest]:
+    """One unpadded ``GenerationRequest`` per example row (chat prompt through the processor)."""
+    from care_core.data.prompting import encode_prompts
+
+    requests = []
+    for row in rows:
+        batch = encode_prompts(processor, [row], data_cfg)
+        mask = batch["attention_mask"][0].bool()
+        ids = batch["input_ids"][0][mask].tolist()
+        mm = {k: batch[k] for k in ("pixel_values", "image_grid_thw") if k in batch and batch[k] is not None}
+        images = []
+        if with_images:
+            from PIL import Image
+
+            images = [Image.open(io.BytesIO(img["bytes"])).convert("RGB") for img in row.get("images") or []]
+        requests.append(GenerationRequest(ids, mm, images))
+    return requests
+
+
+@dataclass
+class _Decoded:
+    text: str
+    think: tuple[int, int]
+    answer: tuple[int, int]
+
+
+class _RowBuilder:
+    """Decoding, span finding and verifier scoring shared by rollout and RGR rows."""
+
+    def __init__(self, processor: Any, recipe: Recipe):
+        from care_core.rewards import find_spans_tokens, score_response
+
+        self.tokenizer = processor.tokenizer
+        self.recipe = recipe
+        self._spans = find_spans_tokens
+        self._score = score_response
+        strip = {self.tokenizer.pad_token_id, self.tokenizer.eos_token_id}
+        self.strip_ids = {int(i) for i in strip if i is not None}
+
+    def decode(self, ids: list[int]) -> _Decoded:
+        kept = [t for t in ids if t not in self.strip_ids]
+        text = self.tokenizer.decode(kept, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        think, answer = self._spans(ids, self.tokenizer)
+        return _Decoded(text, tuple(think), tuple(answer))
+
+    def score(self, text: str, row: dict[str, Any], where: str) -> dict[str, float]:
+        r = self.recipe.reward
+        return self._score(
+            text,
+            row["answer"],
+            row["answer_type"],
+            choices=list(row.get("choices") or []) or None,
+            precision=_precision(row, where),
+            data_source=row.get("data_source"),
+            format_weight=r.format_weight,
+            fallback=r.fallback,
+            timeout_s=r.math_verify_timeout_s,
+        )
+
+
+def _span_len(span: tuple[int, int] | list[int]) -> int:
+    return max(0, int(span[1]) - int(span[0])) if int(span[0]) >= 0 else 0
+
+
+def _build_group_rows(
+    builder: _RowBuilder,
+    group_id: str,
+    row: dict[str, Any],
+    request: GenerationRequest,
+    samples: list[Sample],
+    where: str,
+) -> list[dict[str, Any]]:
+    out = []
+    for index, sample in enumerate(samples):
+        dec = builder.decode(sample.response_ids)
+        # the group's images ride on its first row only (the update stage re-encodes them)
+        images = list(row.get("images") or []) if index == 0 else []
+        score = builder.score(dec.text, row, f"{where} sample {index}")
+        out.append(
+            {
+                "group_id": group_id,
+                "sample_index": index,
+                "source": "rollout",
+                "replaces": -1,
+                "prompt_ids": list(request.prompt_ids),
+                "response_ids": list(sample.response_ids),
+                "response_text": dec.text,
+                "old_logprobs": list(sample.logprobs),
+                "loss_mask": [1] * len(sample.response_ids),
+                "think_span": list(dec.think),
+                "answer_span": list(dec.answer),
+                "embedding": None,
+                "reward": float(score["reward"]),
+                "accuracy": float(score["accuracy"]),
+                "format": float(score["format"]),
+                "truncated": bool(sample.truncated),
+                "images": images,
+            }
+        )
+    return out
+
+
+def _embed_rows(model: Any, rows: list[dict[str, Any]], mm: list[dict[str, torch.Tensor]], recipe: Recipe, pad_id: int,
+                set_logprobs: bool = False) -> None:
+    items = [SequenceItem(r["prompt_ids"], r["response_ids"], m) for r, m in zip(rows, mm, strict=True)]
+    spans = [r["think_span"] for r in rows]
+    emb, logprobs = embed_and_score(model, items, spans, batch_size=recipe.train.micro_batch_size,
+                                    temperature=policy_temperature(recipe), pad_id=pad_id)
+    for r, e, lp in zip(rows, emb, logprobs, strict=True):
+        r["embedding"] = e
+        if set_logprobs:
+            r["old_logprobs"] = lp
+
+
+def _group_view(rows: list[dict[str, Any]]) -> GroupView:
+    return GroupView(
+        reward=torch.tensor([r["reward"] for r in rows], dtype=torch.float64),
+        accuracy=torch.tensor([r["accuracy"] for r in rows], dtype=torch.float64),
+        embeddings=torch.tensor([r["embedding"] for r in rows], dtype=torch.float64),
+        think_len=torch.tensor([_span_len(r["think_span"]) for r in rows], dtype=torch.long),
+        answer_len=torch.tensor([_span_len(r["answer_span"]) for r in rows], dtype=torch.long),
+    )
+
+
+def run_rgr(
+    model: Any,
+    engine: Any,
+    builder: _RowBuilder,
+    recipe: Recipe,
+    groups: list[tuple[dict[str, Any], GenerationRequest, list[dict[str, Any]]]],
+    seed: int,
+    pad_id: int,
+) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """One repair per eligible group (a positive and a failure), aimed at the nearest hard
+    negative. Returns the new ``rgr`` rows and ``rgr/*`` diagnostics."""
+    care = recipe.algorithm.care
+    rgr = care.rgr
+    cue = repair_cue(rgr.template, builder.tokenizer)
+    plans = []
+    for example, request, rows in groups:
+        target = repair_target(_group_view(rows), care.K, care.M, care.positive_rule)
+        if target < 0:
+            continue
+        prefix_text = build_repair_prefix(rows[target]["response_text"], cue)
+        prefix_ids = builder.tokenizer(prefix_text, add_special_tokens=False)["input_ids"]
+        plans.append((example, request, rows, target, prefix_text, list(prefix_ids)))
+    stats = {"rgr/eligible_groups": float(len(plans)), "rgr/attempts": float(len(plans))}
+    if not plans:
+        stats.update({"rgr/successes": 0.0, "rgr/success_rate": math.nan})
+        return [], stats
+    requests = [GenerationRequest(req.prompt_ids, req.mm_inputs, req.images, prefix_ids) for _, req, _, _, _, prefix_ids in plans]
+    settings = SamplingSettings(n=1, temperature=rgr.temperature, top_p=rgr.top_p, top_k=0, max_new_tokens=rgr.max_tokens,
+                                logprob_temperature=policy_temperature(recipe), seed=seed)
+    continuations = engine.generate(requests, settings)
+    new_rows, mm = [], []
+    for (example, request, rows, target, prefix_text, prefix_ids), (cont,) in zip(plans, continuations, strict=True):
+        cont_text = builder.decode(cont.response_ids).text
+        seq = assemble_repair(prefix_ids, prefix_text, cont.response_ids, cont_text, rgr.train_on)
+        dec = builder.decode(seq.response_ids)
+        score = builder.score(seq.scored_text, example, f"rgr for {rows[0]['group_id']}")
+        new_rows.append(
+            {
+                **{k: rows[target][k] for k in ("group_id", "prompt_ids")},
+                "sample_index": len(rows),
+                "source": "rgr",
+                "replaces": int(rows[target]["sample_index"]),
+                "response_ids": seq.response_ids,
+                "response_text": dec.text,
+                "old_logprobs": None,
+                "loss_mask": seq.loss_mask,
+                "think_span": list(dec.think),
+                "answer_span": list(dec.answer),
+                "embedding": None,
+                "reward": float(score["reward"]),
+                "accuracy": float(score["accuracy"]),
+                "format": float(score["format"]),
+                "truncated": bool(cont.truncated),
+                "images": [],
+            }
+        )
+        mm.append(request.mm_inputs)
+    # old log-probs and embeddings on the trained sequence (care_method.md §6)
+    _embed_rows(model, new_rows, mm, recipe, pad_id, set_logprobs=True)
+    successes = sum(1 for r in new_rows if r["accuracy"] >= 1.0)
+    stats.update({"rgr/successes": float(successes), "rgr/success_rate": successes / len(new_rows)})
+    return new_rows, stats
+
+
+def _group_kind(rows: list[dict[str, Any]]) -> str:
+    acc = [r["accuracy"] for r in rows]
+    if all(a >= 1.0 for a in acc):
+        return "all_correct"
+    if all(a <= 0.0 for a in acc):
+        return "all_wrong"
+    return "mixed"
+
+
+def run_rollout(recipe: Recipe, model_path: str | None, data_dir: str | Path, out_path: str | Path, round_index: int) -> dict[str, Any]:
+    """Decode, score and embed one round of rollouts (+ RGR rows); write them to ``out_path``."""
+    from care_core.models import load_policy, resolve_model_path
+
+    start = time.perf_counter()
+    model_path = str(model_path) if model_path else resolve_model_path(recipe.model)
+    train_path = Path(data_dir) / "train.parquet"
+    examples = read_examples(train_path).to_pylist()
+    model, processor = load_policy(model_path, dtype=recipe.model.dtype, attn_implementation=recipe.model.attn_implementation,
+                                   cache_dir=recipe.model.cache_dir)
+    pad_id = int(processor.tokenizer.pad_token_id or 0)
+    engine = make_engine(recipe.rollout.engine, model, processor, model_path, recipe.rollout, recipe.model.dtype, recipe.train.seed)
+    builder = _RowBuilder(processor, recipe)
+    ro = recipe.rollout
+    n_prompts = recipe.train.prompts_per_round
+    ds = recipe.algorithm.dynamic_sampling
+
+    groups: list[tuple[dict[str, Any], GenerationRequest, list[dict[str, Any]]]] = []
+    used: set[int] = set()
+    seen: dict[str, int] = {}
+    tries, dropped, sampled_groups = 0, 0, 0
+    max_tries = ds.max_tries if ds.enable else 1
+    while len(groups) < n_prompts and tries < max_tries:
+        want = n_prompts - len(groups)
+        picks = sample_prompt_indices(len(examples), want, recipe.train.seed, round_index * 131 + tries, exclude=used if tries else None)
+        if not picks:
+            break
+        used.update(picks)
+        rows = [examples[i] for i in picks]
+        requests = encode_requests(processor, rows, recipe.data, with_images=ro.engine == "vllm")
+        settings = SamplingSettings(n=ro.n, temperature=ro.temperature, top_p=ro.top_p, top_k=ro.top_k,
+                                    max_new_tokens=ro.max_new_tokens, logprob_temperature=policy_temperature(recipe),
+                                    seed=round_seed(recipe.train.seed, round_index, salt=tries))
+        samples = engine.generate(requests, settings)
+        batch_groups = []
+        for i, example, request, group_samples in zip(picks, rows, requests, samples, strict=True):
+            gid = f"{example['id']}@r{round_index}"
+            seen[gid] = seen.get(gid, 0) + 1
+            gid = gid if seen[gid] == 1 else f"{gid}#{seen[gid] - 1}"
+            batch_groups.append((example, request, _build_group_rows(builder, gid, example, request, group_samples, f"{train_path} row {i}")))
+        sampled_groups += len(batch_groups)
+        tries += 1
+        if ds.enable:
+            informative = [g for g in batch_groups if _group_kind(g[2]) == "mixed"]
+            dropped += len(batch_groups) - len(informative)
+            if tries < max_tries or informative:
+                batch_groups = informative
+        groups.extend(batch_groups)
+    if ds.enable and len(groups) < n_prompts:
+        logger.warning("dynamic sampling: %d of %d informative groups after %d tries", len(groups), n_prompts, tries)
+
+    rows_all = [r for _, _, rows in groups for r in rows]
+    mm_all = [req.mm_inputs for _, req, rows in groups for _ in rows]
+    gen_seconds, gen_tokens = engine.generate_seconds, engine.generated_tokens
+    if rows_all:
+        _embed_rows(model, rows_all, mm_all, recipe, pad_id)
+
+    metrics: dict[str, Any] = {}
+    rgr_rows: list[dict[str, Any]] = []
+    if recipe.algorithm.name == "care" and recipe.algorithm.care.rgr.enable and groups:
+        rgr_rows, rgr_stats = run_rgr(model, engine, builder, recipe, groups, round_seed(recipe.train.seed, round_index, salt=99), pad_id)
+        metrics.update(rgr_stats)
+    all_rows = rows_all + rgr_rows
+    write_rollouts(all_rows, out_path)
+
+    kinds = [_group_kind(rows) for _, _, rows in groups]
+    lengths = np.array([len(r["response_ids"]) for r in rows_all], dtype=float)
+    think = np.array([_span_len(r["think_span"]) for r in rows_all], dtype=float)
+    n_groups = max(1, len(groups))
+    metrics.update(
+        {
+            "reward/mean": _mean([r["reward"] for r in rows_all]),
+            "accuracy/mean": _mean([r["accuracy"] for r in rows_all]),
+            "format/mean": _mean([r["format"] for r in rows_all]),
+            "groups/count": float(len(groups)),
+            "groups/frac_all_correct": kinds.count("all_correct") / n_groups,
+            "groups/frac_all_wrong": kinds.count("all_wrong") / n_groups,
+            "groups/frac_mixed": kinds.count("mixed") / n_groups,
+            "response_length/mean": float(lengths.mean()) if lengths.size else math.nan,
+            "response_length/max": float(lengths.max()) if lengths.size else math.nan,
+            "response_length/clip_ratio": _mean([float(r["truncated"]) for r in rows_all]),
+            "care/think_len_mean": float(think.mean()) if think.size else math.nan,
+            "perf/rollout_tokens": float(gen_tokens),
+            "perf/rollout_tokens_per_s": gen_tokens / gen_seconds if gen_seconds > 0 else math.nan,
+            "perf/rollout_s": time.perf_counter() - start,
+            "rollout/rows": float(len(all_rows)),
+        }
+    )
+    if ds.enable:
+        metrics.update({"dynamic_sampling/tries": float(tries), "dynamic_sampling/dropped_groups": float(dropped),
+                        "dynamic_sampling/sampled_groups": float(sampled_groups)})
+    logger.info("rollout round %d: %d groups, %d rows, reward %.3f, %.0f tok/s", round_index, len(groups), len(all_rows),
+                metrics["reward/mean"], metrics["perf/rollout_tokens_per_s"])
+    return metrics
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else math.nan

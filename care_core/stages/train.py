@@ -1,0 +1,177 @@
+"""``care train``: the in-process loop over the same stage functions the pipeline runs.
+
+    ingest (if needed) -> SFT (optional) -> rounds x (rollout -> advantage -> update) -> evaluate
+
+Every round is checkpointed (``care_core.training.checkpoint``): policy, optimizer + LR schedule,
+RNG states, counters and a ``latest`` pointer. With ``train.resume: auto`` a killed run continues
+from its last finished round and ends with the same weights as an uninterrupted run. Each round's
+diagnostics (care_method.md §11) are logged to MLflow (``tracking.uri``) at ``step = round``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from care_core.config import Recipe, recipe_hash
+from care_core.training.checkpoint import commit_round, find_resume, load_rng, work_dir
+
+logger = logging.getLogger(__name__)
+
+TRACKING_FILE = "tracking.json"
+
+
+def run_dir_for(recipe: Recipe) -> Path:
+    """The run folder: ``train.output_dir / (tracking.run_name or recipe name)``."""
+    return Path(recipe.train.output_dir) / (recipe.tracking.run_name or recipe.name)
+
+
+def _ensure_data(recipe: Recipe, data_dir: Path) -> dict[str, Any]:
+    if (data_dir / "train.parquet").is_file():
+        return {}
+    if importlib.util.find_spec("care_core.stages.ingest") is not None:
+        from care_core.stages.ingest import run_ingest
+
+        return run_ingest(recipe, data_dir)
+    from care_core.data.synthetic import write_synthetic
+
+    counts = write_synthetic(recipe.data.synthetic, data_dir, image_size=recipe.model.tiny.image_size)
+    return {f"data/{k}_rows": v for k, v in counts.items()}
+
+
+def _ensure_sft(recipe: Recipe, data_dir: Path, sft_dir: Path, base: str) -> tuple[str, dict[str, Any]]:
+    done = sft_dir / "sft_metrics.json"
+    if done.is_file():
+        return str(sft_dir), json.loads(done.read_text())
+    from care_core.stages.sft import run_sft
+
+    tmp = sft_dir.with_name(sft_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    metrics = run_sft(recipe, data_dir, tmp, model_path=base)
+    (tmp / "sft_metrics.json").write_text(json.dumps(metrics, default=str))
+    shutil.rmtree(sft_dir, ignore_errors=True)
+    tmp.rename(sft_dir)
+    return str(sft_dir), metrics
+
+
+def _numeric(metrics: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, bool):
+            out[key] = float(value)
+        elif isinstance(value, int | float) and math.isfinite(float(value)):
+            out[key] = float(value)
+    return out
+
+
+class _Tracking:
+    """MLflow logging through ``care_core.tracking.Tracker``, re-attaching to the run on resume."""
+
+    def __init__(self, recipe: Recipe, run_dir: Path):
+        from care_core.tracking import Tracker
+
+        self.tracker = Tracker.from_recipe(recipe)
+        file = run_dir / TRACKING_FILE
+        run_id = json.loads(file.read_text()).get("run_id") if file.is_file() else None
+        self.tracker.start_run(recipe, run_name=recipe.tracking.run_name or recipe.name, run_id=run_id,
+                               tags={"care.run_dir": str(run_dir.resolve())})
+        file.write_text(json.dumps({"run_id": self.tracker.run_id, "uri": recipe.tracking.uri}))
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        self.tracker.log_metrics(_numeric(metrics), step=step)
+
+    def end(self, status: str) -> None:
+        self.tracker.end_run(status)
+
+
+def run_train(recipe: Recipe) -> dict[str, Any]:
+    """Run (or resume) the whole in-process training loop; returns a summary dict."""
+    from care_core.models import resolve_model_path
+    from care_core.stages.advantage import run_advantage
+    from care_core.stages.rollout import run_rollout
+    from care_core.stages.update import TRAINER_STATE, run_update
+
+    t_start = time.perf_counter()
+    run_dir = run_dir_for(recipe)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resume = find_resume(run_dir, recipe.train.resume)
+    data_dir = run_dir / "data"
+    data_metrics = _ensure_data(recipe, data_dir)
+    base = resolve_model_path(recipe.model)
+    tracking = _Tracking(recipe, run_dir)
+    status = "FAILED"
+    summary: dict[str, Any] = {"run_dir": str(run_dir), "recipe_hash": recipe_hash(recipe), "rounds": []}
+    try:
+        if data_metrics:
+            tracking.log(data_metrics, step=0)
+        reference = base
+        if recipe.train.sft.enable:
+            reference, sft_metrics = _ensure_sft(recipe, data_dir, run_dir / "sft", base)
+            tracking.log(sft_metrics, step=0)
+            summary["sft"] = sft_metrics
+        policy, state_dir, global_step, first = reference, None, 0, 1
+        if resume is not None:
+            load_rng(resume.round_dir)
+            policy = str(resume.policy_dir)
+            state_dir = str(resume.policy_dir / TRAINER_STATE)
+            global_step = int(resume.state.get("global_step", 0))
+            first = resume.round_index + 1
+            summary["resumed_from"] = str(resume.round_dir)
+            logger.info("resuming after round %d from %s", resume.round_index, resume.round_dir)
+        rounds = range(first, recipe.train.rounds + 1)
+        for r in tqdm(rounds, desc=f"care train ({recipe.algorithm.name})", unit="round", disable=len(rounds) == 0):
+            t_round = time.perf_counter()
+            wd = work_dir(run_dir, r)
+            shutil.rmtree(wd, ignore_errors=True)
+            wd.mkdir(parents=True)
+            m_roll = run_rollout(recipe, policy, data_dir, wd / "rollouts.parquet", r)
+            m_adv = run_advantage(recipe, wd / "rollouts.parquet", wd / "advantages.parquet")
+            m_upd = run_update(recipe, policy, wd / "advantages.parquet", wd / "policy", reference_path=reference,
+                               state_dir=state_dir)
+            m_upd.pop("history", None)
+            global_step = int(m_upd.get("update/global_step", global_step))
+            metrics = {**m_roll, **_numeric(m_adv), **_numeric(m_upd), "perf/round_s": time.perf_counter() - t_round,
+                       "train/round": float(r), "train/global_step": float(global_step)}
+            state = {"round": r, "global_step": global_step, "reference": str(reference), "metrics": _numeric(metrics)}
+            final = commit_round(run_dir, r, state)
+            policy, state_dir = str(final / "policy"), str(final / "policy" / TRAINER_STATE)
+            if recipe.train.eval_every and r % recipe.train.eval_every == 0 and r != recipe.train.rounds:
+                metrics.update(_evaluate(recipe, policy, final / "eval", data_dir))
+            tracking.log(metrics, step=r)
+            summary["rounds"].append(_numeric(metrics))
+            logger.info("round %d: reward %.3f acc %.3f loss %.4f (%.1fs)", r, metrics.get("reward/mean", math.nan),
+                        metrics.get("accuracy/mean", math.nan), metrics.get("actor/loss", math.nan), metrics["perf/round_s"])
+        if recipe.eval.benchmarks:
+            eval_metrics = _evaluate(recipe, policy, run_dir / "eval" / f"round_{recipe.train.rounds:04d}", data_dir)
+            if eval_metrics:
+                tracking.log(eval_metrics, step=recipe.train.rounds)
+                summary["eval"] = eval_metrics
+        status = "FINISHED"
+    finally:
+        tracking.end(status)
+    summary.update({"final_policy": policy, "global_step": global_step, "mlflow_run_id": tracking.tracker.run_id,
+                    "total_s": time.perf_counter() - t_start})
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    return summary
+
+
+def _evaluate(recipe: Recipe, policy: str, out_dir: Path, data_dir: Path) -> dict[str, float]:
+    """Run ``care_core.stages.evaluate`` when it exists; its flat metrics under ``eval/``."""
+    if importlib.util.find_spec("care_core.stages.evaluate") is None:
+        return {}
+    from care_core.stages.evaluate import run_evaluate
+
+    results = run_evaluate(recipe, policy, out_dir, data_dir=data_dir)
+    flat = results.get("metrics") or {}
+    out = {f"eval/{k}" if not str(k).startswith("eval/") else str(k): v for k, v in flat.items()}
+    if isinstance(results.get("macro_avg"), int | float):
+        out["eval/macro_avg"] = float(results["macro_avg"])
+    return _numeric(out)

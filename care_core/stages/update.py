@@ -1,0 +1,283 @@
+"""Update stage: one PPO pass of the policy over a round's advantage-annotated rollouts.
+
+``run_update(recipe, model_path, rollouts_path, out_dir, reference_path=None, state_dir=None)``
+loads the policy from ``model_path`` and the frozen reference from ``reference_path`` (default:
+``model_path``), (re)computes old log-probs when ``train.recompute_old_logprobs`` is set,
+computes reference log-probs, trains (``care_core.training.ppo``) and writes the updated HF model
+(+ processor) to ``out_dir`` and the optimizer/scheduler state to ``out_dir/trainer_state``.
+``state_dir`` (a previous ``trainer_state`` folder, or a previous update output folder) is read to
+continue AdamW moments and the LR schedule across rounds; it is never modified, so every round's
+output is an immutable checkpoint.
+
+``train.distributed.backend: deepspeed`` runs the same loop under DeepSpeed ZeRO in
+``procs_per_node`` processes launched by torchrun/deepspeed (``care_core.training.deepspeed_runner``);
+this module is the worker entry point (``python -m care_core.stages.update --worker SPEC``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import torch
+
+from care_core.config import Recipe, build_recipe, recipe_to_dict
+from care_core.schema import ROLLOUT_SCHEMA, SchemaError, conform
+from care_core.training.optim import (
+    build_optimizer,
+    build_scheduler,
+    load_optim_state,
+    resolve_state_file,
+    save_optim_state,
+    steps_per_round,
+)
+from care_core.training.ppo import (
+    PlainBackend,
+    TrainRow,
+    rows_from_records,
+    sequence_logprobs,
+    settings_from_recipe,
+    summarize,
+    train_on_rows,
+)
+
+logger = logging.getLogger(__name__)
+
+TRAINER_STATE = "trainer_state"
+
+
+def total_optimizer_steps(recipe: Recipe) -> int:
+    """Optimizer steps of the whole run (sets the LR schedule length)."""
+    t = recipe.train
+    return max(1, t.rounds) * steps_per_round(t.prompts_per_round, t.mini_batch_size, t.ppo_epochs)
+
+
+def read_update_rows(rollouts_path: str | Path) -> tuple[list[TrainRow], dict[str, list[dict[str, Any]]]]:
+    """Advantage-stage rows -> (``TrainRow`` list, images per ``group_id``)."""
+    table = conform(pq.read_table(rollouts_path), ROLLOUT_SCHEMA, str(rollouts_path))
+    for col in ("advantage", "role"):
+        if col not in table.column_names:
+            raise SchemaError(f"{rollouts_path}: missing column {col!r}; run the advantage stage on the rollouts first")
+    records = table.to_pylist()
+    images: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        if r.get("images"):
+            images.setdefault(str(r["group_id"]), r["images"])
+    return rows_from_records(records, str(rollouts_path)), images
+
+
+def make_mm_lookup(processor: Any, images: dict[str, list[dict[str, Any]]], data_cfg: Any,
+                   where: str) -> Callable[[TrainRow], dict[str, torch.Tensor]]:
+    """Vision tensors per group, re-made from the images stored with the rollouts (decoded and
+    resized exactly as the prompt encoder does; cached), checked against the number of image
+    placeholders in each row's prompt."""
+    from care_core.data.prompting import decode_images
+
+    cache: dict[str, dict[str, torch.Tensor]] = {}
+    image_token = getattr(processor, "image_token_id", None)
+    merge = getattr(processor.image_processor, "merge_size", 1) ** 2
+
+    def lookup(row: TrainRow) -> dict[str, torch.Tensor]:
+        if row.group_id not in cache:
+            structs = images.get(row.group_id) or []
+            if structs:
+                pils = decode_images({"id": row.group_id, "images": structs}, data_cfg.image_max_pixels)
+                out = processor.image_processor(images=pils, return_tensors="pt")
+                cache[row.group_id] = {"pixel_values": out["pixel_values"], "image_grid_thw": out["image_grid_thw"]}
+            else:
+                cache[row.group_id] = {}
+        mm = cache[row.group_id]
+        if image_token is not None:
+            expected = int(mm["image_grid_thw"].prod(dim=-1).sum()) // merge if mm else 0
+            found = sum(1 for t in row.prompt_ids if t == image_token)
+            if found != expected:
+                raise SchemaError(f"{where}: group {row.group_id}: prompt has {found} image tokens but its stored images give {expected}")
+        return mm
+
+    return lookup
+
+
+def prepare_rows(
+    recipe: Recipe, model: torch.nn.Module, rows: list[TrainRow], mm_for: Callable, reference_path: str, pad_id: int
+) -> dict[str, float]:
+    """Recompute old log-probs (optional) and attach reference log-probs; returns timing info."""
+    cfg = settings_from_recipe(recipe, pad_id)
+    t0 = time.perf_counter()
+    if recipe.train.recompute_old_logprobs:
+        for row, lp in zip(rows, sequence_logprobs(model, rows, mm_for, cfg.micro_batch_size, cfg.temperature, pad_id), strict=True):
+            row.old_logprobs = lp
+    if cfg.kl_enable:
+        from care_core.models import load_policy
+
+        ref, _ = load_policy(reference_path, dtype=recipe.model.dtype, attn_implementation=recipe.model.attn_implementation,
+                             cache_dir=recipe.model.cache_dir)
+        ref.to(next(model.parameters()).device)
+        ref.requires_grad_(False)
+        for row, lp in zip(rows, sequence_logprobs(ref, rows, mm_for, cfg.micro_batch_size, cfg.temperature, pad_id), strict=True):
+            row.ref_logprobs = lp
+        del ref
+    return {"perf/ref_logprob_s": time.perf_counter() - t0}
+
+
+def configure_trainable(model: torch.nn.Module, recipe: Recipe) -> None:
+    """Freeze the vision tower (``model.freeze_vision``) and turn on gradient checkpointing."""
+    if recipe.model.freeze_vision:
+        visual = getattr(model, "visual", None) or getattr(getattr(model, "model", None), "visual", None)
+        if visual is None:
+            raise ValueError(f"model.freeze_vision: {type(model).__name__} has no vision tower attribute 'visual'")
+        visual.requires_grad_(False)
+    if recipe.model.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+
+
+def _save_model(model: torch.nn.Module, processor: Any, out_dir: Path, state_dict: dict | None = None) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir, state_dict=state_dict)
+    processor.save_pretrained(out_dir)
+
+
+def _plain_update(recipe: Recipe, model_path: str, rollouts_path: str, out_dir: Path, reference_path: str,
+                  state_dir: str | None) -> dict[str, Any]:
+    from care_core.models import load_policy
+
+    torch.manual_seed(recipe.train.seed)
+    model, processor = load_policy(model_path, dtype=recipe.model.dtype, attn_implementation=recipe.model.attn_implementation,
+                                   cache_dir=recipe.model.cache_dir)
+    pad_id = int(processor.tokenizer.pad_token_id or 0)
+    rows, images = read_update_rows(rollouts_path)
+    if not rows:
+        raise SchemaError(f"{rollouts_path}: no rollout rows to train on")
+    mm_for = make_mm_lookup(processor, images, recipe.data, str(rollouts_path))
+    prep = prepare_rows(recipe, model, rows, mm_for, reference_path, pad_id)
+    configure_trainable(model, recipe)
+    optimizer = build_optimizer(model.parameters(), recipe.optim)
+    scheduler = build_scheduler(optimizer, recipe.optim, total_optimizer_steps(recipe))
+    state_file = resolve_state_file(state_dir)
+    start_step = load_optim_state(state_file, optimizer, scheduler) if state_file else 0
+    backend = PlainBackend(model, optimizer, scheduler, recipe.optim.grad_clip)
+    cfg = settings_from_recipe(recipe, pad_id)
+    t0 = time.perf_counter()
+    history, n_steps = train_on_rows(backend, rows, mm_for, cfg, start_step=start_step)
+    train_s = time.perf_counter() - t0
+    _save_model(model, processor, out_dir)
+    save_optim_state(out_dir / TRAINER_STATE, optimizer, scheduler, start_step + n_steps)
+    return _metrics(history, prep, train_s, rows, start_step + n_steps, backend="plain")
+
+
+def _metrics(history: list[dict[str, float]], prep: dict[str, float], train_s: float, rows: list[TrainRow], global_step: int,
+             backend: str) -> dict[str, Any]:
+    out: dict[str, Any] = summarize(history)
+    out.update(prep)
+    tokens = sum(h["actor/tokens"] for h in history)
+    out.update(
+        {
+            "perf/update_s": train_s,
+            "perf/update_tokens_per_s": tokens / train_s if train_s > 0 else math.nan,
+            "update/rows": float(len(rows)),
+            "update/global_step": float(global_step),
+            "update/backend": backend,
+            "history": history,
+        }
+    )
+    return out
+
+
+def run_update(
+    recipe: Recipe,
+    model_path: str,
+    rollouts_path: str | Path,
+    out_dir: str | Path,
+    reference_path: str | None = None,
+    state_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Train the policy on one round's rollouts; write the new policy and optimizer state to ``out_dir``."""
+    out_dir = Path(out_dir)
+    reference_path = str(reference_path or model_path)
+    start = time.perf_counter()
+    if recipe.train.distributed.backend == "deepspeed":
+        from care_core.training.deepspeed_runner import launch
+
+        spec = {
+            "recipe": recipe_to_dict(recipe),
+            "model_path": str(model_path),
+            "rollouts_path": str(rollouts_path),
+            "out_dir": str(out_dir),
+            "reference_path": reference_path,
+            "state_dir": str(state_dir) if state_dir else None,
+        }
+        metrics = launch(spec, recipe.train.distributed, module="care_core.stages.update")
+    else:
+        metrics = _plain_update(recipe, str(model_path), str(rollouts_path), out_dir, reference_path,
+                                str(state_dir) if state_dir else None)
+    metrics["perf/update_stage_s"] = time.perf_counter() - start
+    (out_dir / TRAINER_STATE).mkdir(parents=True, exist_ok=True)
+    (out_dir / TRAINER_STATE / "metrics.json").write_text(json.dumps(metrics, default=float, indent=1))
+    return metrics
+
+
+# --------------------------------------------------------------------------- DeepSpeed worker
+def _deepspeed_worker(spec_path: str) -> None:
+    """One rank of a DeepSpeed ZeRO update (started by torchrun/deepspeed)."""
+    import torch.distributed as dist
+
+    from care_core.models import load_policy
+    from care_core.training.deepspeed_runner import DeepSpeedBackend, init_distributed
+
+    spec = json.loads(Path(spec_path).read_text())
+    recipe = build_recipe(spec["recipe"], origin=spec_path)
+    out_dir = Path(spec["out_dir"])
+    rank, world = init_distributed()
+    torch.manual_seed(recipe.train.seed)
+    model, processor = load_policy(spec["model_path"], dtype=recipe.model.dtype, attn_implementation=recipe.model.attn_implementation,
+                                   cache_dir=recipe.model.cache_dir)
+    pad_id = int(processor.tokenizer.pad_token_id or 0)
+    rows, images = read_update_rows(spec["rollouts_path"])
+    mm_for = make_mm_lookup(processor, images, recipe.data, spec["rollouts_path"])
+    prep = prepare_rows(recipe, model, rows, mm_for, spec["reference_path"], pad_id)
+    configure_trainable(model, recipe)
+    backend = DeepSpeedBackend(model, recipe, total_optimizer_steps(recipe))
+    start_step = backend.load_state(resolve_state_dir_for_ds(spec["state_dir"]))
+    cfg = settings_from_recipe(recipe, pad_id)
+    t0 = time.perf_counter()
+    history, n_steps = train_on_rows(backend, rows, mm_for, cfg, start_step=start_step)
+    train_s = time.perf_counter() - t0
+    state_dict = backend.full_state_dict()
+    if rank == 0:
+        _save_model(backend.module, processor, out_dir, state_dict=state_dict)
+    backend.save_state(out_dir / TRAINER_STATE, start_step + n_steps)
+    if rank == 0:
+        metrics = _metrics(history, prep, train_s, rows, start_step + n_steps, backend=f"deepspeed-zero{recipe.train.distributed.zero_stage}")
+        metrics["update/world_size"] = float(world)
+        (out_dir / TRAINER_STATE / "worker_metrics.json").write_text(json.dumps(metrics, default=float))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def resolve_state_dir_for_ds(state_dir: str | None) -> Path | None:
+    """A DeepSpeed state folder: ``state_dir`` itself or its ``trainer_state`` child (if it holds one)."""
+    if not state_dir:
+        return None
+    for cand in (Path(state_dir), Path(state_dir) / TRAINER_STATE):
+        if (cand / "deepspeed").is_dir():
+            return cand
+    return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="DeepSpeed update worker (internal; use `care update`)")
+    parser.add_argument("--worker", required=True, help="JSON spec written by run_update")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _deepspeed_worker(args.worker)
+
+
+if __name__ == "__main__":
+    main()
