@@ -156,11 +156,20 @@ def extract_answer(text: str, fallback: str = "last_number") -> str | None:
 
 # --------------------------------------------------------------------------- token spans
 def _pieces(token_ids: Sequence[int], tokenizer: Any) -> list[str]:
-    """Decode each token on its own, keeping special tokens (tags may be special tokens)."""
-    convert = getattr(tokenizer, "decode", None)
-    if convert is None:
+    """Decode each token on its own, keeping special tokens (tags may be special tokens).
+
+    Each distinct id is decoded once, in one ``batch_decode`` call when the tokenizer has it.
+    """
+    if not hasattr(tokenizer, "decode"):
         raise TypeError("tokenizer_or_tag_ids must be a tokenizer with .decode or a dict of tag id lists")
-    return [convert([int(t)], skip_special_tokens=False, clean_up_tokenization_spaces=False) for t in token_ids]
+    unique = sorted(set(token_ids))
+    options = {"skip_special_tokens": False, "clean_up_tokenization_spaces": False}
+    if hasattr(tokenizer, "batch_decode"):
+        texts = tokenizer.batch_decode([[t] for t in unique], **options)
+    else:
+        texts = [tokenizer.decode([t], **options) for t in unique]
+    table = dict(zip(unique, texts, strict=True))
+    return [table[t] for t in token_ids]
 
 
 def _char_to_token_spans(pieces: list[str], spans: tuple[Span, Span]) -> tuple[Span, Span]:

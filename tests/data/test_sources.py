@@ -194,3 +194,25 @@ def test_same_data_in_two_formats_is_read_once(tmp_path: Path) -> None:
     (tmp_path / "testmini_text_only.json").write_text("[]")
     assert find_files(tmp_path, "testmini") == [tmp_path / "testmini.parquet"]
     assert len(load_source_rows("mathverse", path=str(tmp_path))) == 4
+
+
+def test_chartqa_lmms_lab_layout(tmp_path: Path) -> None:
+    """``lmms-lab/ChartQA`` names its fields type/question/answer/image (test split only)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def img(seed: int, name: str) -> dict:
+        buffer = io.BytesIO()
+        Image.new("RGB", (12, 12), (seed * 40, 0, 0)).save(buffer, format="PNG")
+        return {"bytes": buffer.getvalue(), "path": name}
+
+    image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    schema = pa.schema([("type", pa.string()), ("question", pa.string()), ("answer", pa.string()), ("image", image_type)])
+    rows = [{"type": "human_test", "question": "How many bars?", "answer": "4", "image": img(1, "a.png")},
+            {"type": "augmented_test", "question": "Which is highest?", "answer": "Asia", "image": img(2, "b.png")}]
+    (tmp_path / "data").mkdir()
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp_path / "data" / "test-00000-of-00001.parquet")
+    got = load_source_rows("chartqa", path=str(tmp_path), split="test")
+    assert [(r["problem"], r["answer"], r["answer_type"]) for r in got] == [
+        ("How many bars?", "4", "integer"), ("Which is highest?", "Asia", "text")]
+    assert [json.loads(r["meta"])["origin"] for r in got] == ["human_test", "augmented_test"]

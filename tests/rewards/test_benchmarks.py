@@ -175,3 +175,12 @@ def test_registry() -> None:
         get_benchmark_scorer("mme")
     with pytest.raises(ValueError, match="needs fields"):
         get_benchmark_scorer("mmmu")([{"id": "x", "answer": "A"}])
+
+
+@pytest.mark.parametrize(
+    ("response", "ok"),
+    [(A("[1, 2.5]"), True), (A("1,2.5"), True), (A("[2.5, 1]"), False), (A("[1]"), False), (A("x"), False)],
+)
+def test_mathvista_list_answers(response: str, ok: bool) -> None:
+    item = {"id": "l", "answer": "[1, 2.5]", "answer_type": "text", "meta": {"native_answer_type": "list"}}
+    assert judge_item("mathvista", response, item) is ok
