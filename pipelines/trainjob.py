@@ -205,6 +205,29 @@ def run_update_trainjob(
     return json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
 
 
+def torch_env_from_mpi(env: dict[str, str], hostfile: Path = Path("/etc/mpi/hostfile")) -> dict[str, str]:
+    """RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR for torch.distributed/DeepSpeed from OpenMPI's variables.
+
+    The master is the first host of the MPI hostfile (the launcher node of the Trainer runtime).
+    """
+    out = dict(env)
+    mapping = {
+        "RANK": "OMPI_COMM_WORLD_RANK",
+        "WORLD_SIZE": "OMPI_COMM_WORLD_SIZE",
+        "LOCAL_RANK": "OMPI_COMM_WORLD_LOCAL_RANK",
+        "LOCAL_WORLD_SIZE": "OMPI_COMM_WORLD_LOCAL_SIZE",
+    }
+    for torch_name, mpi_name in mapping.items():
+        if torch_name not in out and mpi_name in out:
+            out[torch_name] = out[mpi_name]
+    if "MASTER_ADDR" not in out and hostfile.is_file():
+        first = next((line.split()[0] for line in hostfile.read_text().splitlines() if line.strip()), None)
+        if first:
+            out["MASTER_ADDR"] = first
+    out.setdefault("MASTER_PORT", "29500")
+    return out
+
+
 def worker_main(argv: list[str] | None = None) -> int:
     """One TrainJob rank: download inputs, run the update, rank 0 uploads the result and metrics.json."""
     from care_core.config import load_recipe
@@ -216,7 +239,8 @@ def worker_main(argv: list[str] | None = None) -> int:
     for flag in ("model", "reference", "state"):
         parser.add_argument(f"--{flag}", default=None)
     args = parser.parse_args(argv)
-    rank = int(os.environ.get("OMPI_COMM_WORLD_RANK", os.environ.get("RANK", "0")))
+    os.environ.update(torch_env_from_mpi(dict(os.environ)))
+    rank = int(os.environ.get("RANK", "0"))
     work = Path(tempfile.mkdtemp(prefix=f"care-trainjob-{rank}-"))
     recipe = load_recipe(download_file(args.recipe, work / "recipe.yaml"))
     rollouts = download_file(args.rollouts, work / "rollouts.parquet", retries=recipe.storage.retries)

@@ -161,3 +161,15 @@ def test_run_update_trainjob_stages_inputs_through_s3(s3_env, tmp_path):
 def test_trainjob_needs_an_s3_artifact_root(tmp_path):
     with pytest.raises(ValueError, match="storage.artifact_root to an s3:// URI"):
         run_update_trainjob(_recipe(), "r", 0, None, str(tmp_path / "x"), str(tmp_path / "o"), api=object())
+
+
+def test_torch_env_from_mpi(tmp_path):
+    from pipelines.trainjob import torch_env_from_mpi
+
+    hostfile = tmp_path / "hostfile"
+    hostfile.write_text("care-update-x-launcher-0.care slots=8\ncare-update-x-node-0.care slots=8\n")
+    env = {"OMPI_COMM_WORLD_RANK": "9", "OMPI_COMM_WORLD_SIZE": "16", "OMPI_COMM_WORLD_LOCAL_RANK": "1"}
+    out = torch_env_from_mpi(env, hostfile)
+    assert (out["RANK"], out["WORLD_SIZE"], out["LOCAL_RANK"]) == ("9", "16", "1")
+    assert out["MASTER_ADDR"] == "care-update-x-launcher-0.care" and out["MASTER_PORT"] == "29500"
+    assert torch_env_from_mpi({"RANK": "3", "OMPI_COMM_WORLD_RANK": "9"}, tmp_path / "none")["RANK"] == "3"
