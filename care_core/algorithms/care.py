@@ -22,6 +22,7 @@ from care_core.algorithms.registry import register_advantage_estimator
 from care_core.algorithms.rescue import pseudo_rewards, select_pseudo_anchor, select_pseudo_negatives
 from care_core.algorithms.selection import (
     cosine_distances,
+    dist_rows,
     failure_mask,
     group_kinds,
     hard_negatives_from_distances,
@@ -89,7 +90,6 @@ def care_advantages(batch: GroupBatch, params: CareParams) -> AdvantageResult:
         raise ValueError("CARE needs embeddings ([B, N, D]) to pick hard negatives")
     b, n = batch.reward.shape
     dev = batch.reward.device
-    rows = torch.arange(b, device=dev)
     members = batch.valid & ~batch.is_rgr
     pos = positive_mask(batch.reward, batch.accuracy, members, params.positive_rule)
     fail = failure_mask(batch.reward, batch.accuracy, members, params.positive_rule)
@@ -100,7 +100,7 @@ def care_advantages(batch: GroupBatch, params: CareParams) -> AdvantageResult:
     # Real anchor + hard negatives (mixed groups).
     anchor = select_anchor_batched(pos, batch.think_len, batch.answer_len)
     anchor = torch.where(mixed, anchor, torch.full_like(anchor, -1))
-    d_anchor = dist[rows, anchor.clamp(min=0)]
+    d_anchor = dist_rows(dist, anchor)
     neg_picks, kp_neg = hard_negatives_from_distances(d_anchor, dist, fail & mixed[:, None], params.K, params.M)
 
     # All-negative rescue (all-wrong groups with >= 2 failures).
@@ -146,12 +146,12 @@ def care_advantages(batch: GroupBatch, params: CareParams) -> AdvantageResult:
     adv = adv * in_s
 
     roles = torch.full((b, n), ROLE["none"], dtype=torch.long, device=dev)
-    roles[head & mixed[:, None]] = ROLE["anchor"]
-    roles[negatives & mixed[:, None]] = ROLE["negative"]
-    roles[head & rescued[:, None]] = ROLE["pseudo_anchor"]
-    roles[negatives & rescued[:, None]] = ROLE["pseudo_negative"]
-    roles[rgr_ok] = ROLE["rgr_positive"]
-    roles[rgr_active & ~rgr_ok] = ROLE["rgr_negative"]
+    roles.masked_fill_(head & mixed[:, None], ROLE["anchor"])
+    roles.masked_fill_(negatives & mixed[:, None], ROLE["negative"])
+    roles.masked_fill_(head & rescued[:, None], ROLE["pseudo_anchor"])
+    roles.masked_fill_(negatives & rescued[:, None], ROLE["pseudo_negative"])
+    roles.masked_fill_(rgr_ok, ROLE["rgr_positive"])
+    roles.masked_fill_(rgr_active & ~rgr_ok, ROLE["rgr_negative"])
 
     chosen_mixed = chosen & mixed[:, None]
     n_chosen = chosen_mixed.sum(dim=1)

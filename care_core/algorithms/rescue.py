@@ -51,11 +51,9 @@ def select_pseudo_negatives(
     Args: dist [B, N, N]; failure [B, N] bool; pseudo_anchor [B] long (-1: none); K >= 1.
     Returns: picks long [B, K] (-1 padded), k_prime long [B] = min(K, |F| - 1) (0 without t).
     """
-    rows = torch.arange(failure.shape[0], device=failure.device)
-    pool = failure.clone()
+    cols = torch.arange(failure.shape[1], device=failure.device)[None, :]
     has = pseudo_anchor >= 0
-    pool[rows[has], pseudo_anchor[has]] = False
-    pool &= has[:, None]
+    pool = failure & has[:, None] & (cols != pseudo_anchor[:, None])
     k_prime = torch.clamp(pool.sum(dim=1), max=K)
     return farthest_first(dist, pool, k_prime, K, seed=pseudo_anchor), k_prime
 

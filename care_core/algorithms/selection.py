@@ -57,9 +57,16 @@ def normalize_embeddings(embeddings: torch.Tensor) -> torch.Tensor:
 
 
 def cosine_distances(embeddings: torch.Tensor) -> torch.Tensor:
-    """Pairwise cosine distances 1 - <h_i, h_j>: [B, N, D] -> [B, N, N] float64."""
-    e = normalize_embeddings(embeddings)
-    return 1.0 - e @ e.transpose(-1, -2)
+    """Pairwise cosine distances 1 - <h_i, h_j> / (|h_i| |h_j|): [B, N, D] -> [B, N, N].
+
+    Computed from the Gram matrix in the input's precision (float32 / float64; half precision is
+    upcast to float32), so no normalised copy of the embeddings is made. Zero vectors are at
+    distance 1 from everything.
+    """
+    e = embeddings if embeddings.dtype in (torch.float32, torch.float64) else embeddings.float()
+    gram = e @ e.transpose(-1, -2)
+    norms = torch.diagonal(gram, dim1=-2, dim2=-1).clamp(min=0).sqrt().clamp(min=1e-12)
+    return 1.0 - gram / (norms[..., :, None] * norms[..., None, :])
 
 
 def select_anchor_batched(pos: torch.Tensor, think_len: torch.Tensor, answer_len: torch.Tensor) -> torch.Tensor:
@@ -82,6 +89,12 @@ def select_anchor_batched(pos: torch.Tensor, think_len: torch.Tensor, answer_len
 def select_anchor(is_positive: torch.Tensor, think_len: torch.Tensor, answer_len: torch.Tensor) -> int:
     """Single-group anchor: ``is_positive`` bool [N], lengths [N] -> column index, or -1 if none."""
     return int(select_anchor_batched(is_positive[None], think_len[None], answer_len[None])[0])
+
+
+def dist_rows(dist: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
+    """Row ``col[b]`` of each group's distance matrix: [B, N, N], [B] -> [B, N] (gather, no copy of dist)."""
+    n = dist.shape[-1]
+    return dist.gather(1, col.clamp(min=0).view(-1, 1, 1).expand(-1, 1, n)).squeeze(1)
 
 
 def farthest_first(
@@ -107,26 +120,26 @@ def farthest_first(
     if (first is None) == (seed is None):
         raise ValueError("pass exactly one of first= or seed=")
     b, n = pool.shape
-    rows = torch.arange(b, device=pool.device)
+    cols = torch.arange(n, device=pool.device)[None, :]
     picks = torch.full((b, k_max), -1, dtype=torch.long, device=pool.device)
     avail = pool.clone()
     k = torch.minimum(k.long(), pool.sum(dim=1))
     start = seed if first is None else first
-    min_d = dist[rows, start.clamp(min=0)].clone()
+    min_d = dist_rows(dist, start)
     step0 = 0
     if first is not None:
         ok = (k > 0) & (first >= 0)
         if k_max > 0:
             picks[:, 0] = torch.where(ok, first, picks[:, 0])
-        avail[rows[ok], first[ok]] = False
+        avail &= ~((cols == first[:, None]) & ok[:, None])
         step0 = 1
     for step in range(step0, k_max):
         score = min_d.masked_fill(~avail, float("-inf"))
         nxt = score.argmax(dim=1)  # first maximum -> lowest column on ties
         ok = (step < k) & avail.any(dim=1)
         picks[:, step] = torch.where(ok, nxt, picks[:, step])
-        avail[rows[ok], nxt[ok]] = False
-        min_d = torch.minimum(min_d, dist[rows, nxt])
+        avail &= ~((cols == nxt[:, None]) & ok[:, None])
+        min_d = torch.minimum(min_d, dist_rows(dist, nxt))
     return picks
 
 
@@ -165,9 +178,10 @@ def select_hard_negatives(
     Returns:
         long [K'] row indices in farthest-first order (first = nearest failure), K' = min(K, |pool|).
     """
-    e = normalize_embeddings(embeddings)
-    a = normalize_embeddings(anchor_embedding)
-    d_anchor = (1.0 - e @ a)[None]
-    dist = (1.0 - e @ e.T)[None]
+    n = embeddings.shape[0]
+    both = torch.cat([embeddings, anchor_embedding.to(embeddings.dtype)[None]], dim=0)
+    full = cosine_distances(both[None])  # [1, N + 1, N + 1]; the anchor is the last row
+    dist = full[:, :n, :n]
+    d_anchor = full[:, n, :n]
     picks, k_prime = hard_negatives_from_distances(d_anchor, dist, failure_mask.bool()[None], K, M)
     return picks[0, : int(k_prime[0])]

@@ -128,17 +128,20 @@ def _read_rows(table: pa.Table, where: str, need_embeddings: bool) -> _Rows:
         emb_len, emb_values = _list_parts(table, "embedding")
         base = emb_len[~is_rgr]
         dim = int(np.bincount(base).argmax()) if base.size else 0
-        check.fail_if(~is_rgr & (emb_len != dim), "embedding", f"has the wrong size (expected {dim})")
         check.fail_if(~is_rgr & (emb_len == 0), "embedding", "is empty")
-        embedding = np.zeros((len(emb_len), dim), dtype=np.float32)
-        offsets = np.concatenate([[0], np.cumsum(emb_len)])
-        rows = np.flatnonzero(~is_rgr)
-        if rows.size:
-            # rollout rows all have `dim` values: gather them with one fancy index
-            idx = offsets[rows][:, None] + np.arange(dim)[None, :]
-            embedding[rows] = emb_values.astype(np.float32)[idx]
-        check.fail_if(~np.isfinite(embedding).all(axis=1), "embedding", "holds NaN or infinite values")
-        norm = np.linalg.norm(embedding.astype(np.float64), axis=1)
+        check.fail_if(~is_rgr & (emb_len != dim), "embedding", f"has the wrong size (expected {dim})")
+        full = emb_len == dim  # RGR rows may carry no embedding (they are never selected by distance)
+        values = np.asarray(emb_values, dtype=np.float32)
+        if full.all():
+            embedding = values.reshape(-1, dim)
+        else:
+            embedding = np.zeros((len(emb_len), dim), dtype=np.float32)
+            embedding[full] = values[np.repeat(full, emb_len)].reshape(-1, dim)
+        norm = np.sqrt(np.einsum("ij,ij->i", embedding, embedding))
+        bad = ~np.isfinite(norm)
+        if bad.any():  # only the suspicious rows get the exact element check
+            bad[bad] = ~np.isfinite(embedding[bad]).all(axis=1)
+        check.fail_if(bad, "embedding", "holds NaN or infinite values")
         check.fail_if(~is_rgr & (norm < 1e-8), "embedding", "has zero norm")
     return _Rows(
         group_id, sample_index, is_rgr, replaces, reward, accuracy, fmt, resp_len,
@@ -212,8 +215,10 @@ def build_group_batch(rows: _Rows, layout: _Layout, rgr_target: np.ndarray, logp
     seq_lp = sequence_logprob(torch.from_numpy(rows.logprobs.astype(np.float32)), torch.from_numpy(resp), logprob_norm)
     embeddings = None
     if rows.embedding is not None:
-        embeddings = torch.zeros((b, n, rows.embedding.shape[1]), dtype=torch.float32)
-        embeddings[g, c] = torch.from_numpy(rows.embedding)
+        dim = rows.embedding.shape[1]
+        embeddings = torch.zeros((b * n, dim), dtype=torch.float32)
+        embeddings.index_copy_(0, g * n + c, torch.from_numpy(np.require(rows.embedding, requirements='W')))
+        embeddings = embeddings.view(b, n, dim)
     return GroupBatch(
         reward=pad(rows.reward, 0.0, torch.float64),
         accuracy=pad(rows.accuracy, 0.0, torch.float64),
