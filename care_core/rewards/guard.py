@@ -16,6 +16,7 @@ import multiprocessing as mp
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -37,6 +38,7 @@ def _can_use_signals() -> bool:
 def _call_with_alarm(fn: Callable[..., Any], args: tuple, timeout_s: float) -> tuple[bool, Any]:
     previous_handler = signal.signal(signal.SIGALRM, _alarm_handler)
     previous_timer = signal.getitimer(signal.ITIMER_REAL)
+    started = time.monotonic()
     try:
         try:
             signal.setitimer(signal.ITIMER_REAL, timeout_s, 0.05)
@@ -49,8 +51,9 @@ def _call_with_alarm(fn: Callable[..., Any], args: tuple, timeout_s: float) -> t
         return False, None
     finally:
         signal.signal(signal.SIGALRM, previous_handler)
-        if previous_timer[0] > 0:
-            signal.setitimer(signal.ITIMER_REAL, *previous_timer)
+        if previous_timer[0] > 0:  # an outer timer (e.g. pytest-timeout) keeps its deadline
+            remaining = max(previous_timer[0] - (time.monotonic() - started), 1e-3)
+            signal.setitimer(signal.ITIMER_REAL, remaining, previous_timer[1])
 
 
 def _worker_main(conn: Any, warm_modules: tuple[str, ...]) -> None:

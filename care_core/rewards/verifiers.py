@@ -143,9 +143,8 @@ def relaxed_match(pred: str | None, truth: str, tolerance: float = 0.05) -> bool
 _BARE_LETTER_RE = re.compile(r"^[\(\[\{]?\s*([A-Ja-j])\s*[\)\]\}]?\s*[.:)]?$")
 _LEAD_LETTER_RE = re.compile(r"^(?:option|choice)?\s*[\(\[]?([A-J])\s*(?:[\)\].:]|\s-)\s*\S")
 _PAREN_LETTER_RE = re.compile(r"\(([A-J])\)")
-_KEYWORD_LETTER_RE = re.compile(
-    r"(?:option|choice|answer(?:\s+is)?|answer\s*:)\s*[:\-]?\s*[\(\[]?([A-J])(?![A-Za-z])", re.IGNORECASE
-)
+# keywords in any case; the letter itself must be upper case ("the answer is a square" names no option)
+_KEYWORD_LETTER_RE = re.compile(r"(?i:option|choice|answer(?:\s+is)?|answer\s*:)\s*[:\-]?\s*[\(\[]?([A-J])(?![A-Za-z])")
 
 
 def _valid_letters(choices: list[str] | None) -> str:
@@ -166,9 +165,7 @@ def choice_letter(pred: str | None, choices: list[str] | None) -> str | None:
     match = _LEAD_LETTER_RE.match(s)
     if match and match.group(1) in valid:
         return match.group(1)
-    found = {m.group(1) for m in _PAREN_LETTER_RE.finditer(s)} | {
-        m.group(1).upper() for m in _KEYWORD_LETTER_RE.finditer(s)
-    }
+    found = {m.group(1) for m in _PAREN_LETTER_RE.finditer(s)} | {m.group(1) for m in _KEYWORD_LETTER_RE.finditer(s)}
     found &= set(valid)
     if len(found) == 1:
         return found.pop()

@@ -213,3 +213,20 @@ def test_guard_bounds_math_verify_in_a_worker_thread() -> None:
     assert results["slow"] is False
     assert results["slow_s"] < 10.0  # 1 s limit + one-off start of the worker process (~2 s)
     assert results["fast"] is True
+
+
+def test_guard_keeps_an_outer_alarm_deadline() -> None:
+    import signal
+
+    fired: list[bool] = []
+    previous = signal.signal(signal.SIGALRM, lambda *_: fired.append(True))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.6)
+        assert call_with_timeout(_sleep_then, (0.3,), 2.0) == (True, 0.3)
+        remaining = signal.getitimer(signal.ITIMER_REAL)[0]
+        assert 0 < remaining <= 0.31  # 0.6 s minus the 0.3 s spent inside the guard
+        time.sleep(remaining + 0.1)
+        assert fired == [True]
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
