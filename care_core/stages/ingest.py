@@ -263,6 +263,9 @@ def run_ingest(recipe: Recipe, out_dir: str | Path) -> dict[str, Any]:
     manifest["counts"] = counts
     manifest["n_rejected"] = len(manifest["rejected"])
     manifest["n_duplicates"] = len(manifest["duplicates"])
+    # flat numbers for experiment tracking (stage_metrics picks up "metrics")
+    manifest["metrics"] = {**{f"rows_{split}": n for split, n in counts.items()},
+                           "rejected": manifest["n_rejected"], "duplicates": manifest["n_duplicates"]}  # fmt: skip
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
     logger.info("ingest wrote %s to %s", counts, out)
     return manifest

@@ -82,6 +82,7 @@ def test_mixed_recipe_counts_dedup_and_rejections(tmp_path: Path, monkeypatch: p
         "manifest.json", "sft.parquet", "test.parquet", "train.parquet"]  # fmt: skip
     on_disk = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert on_disk["counts"] == manifest["counts"] and on_disk["n_rejected"] == 4 and on_disk["n_duplicates"] == 2
+    assert manifest["metrics"] == {"rows_train": 7, "rows_test": 3, "rows_sft": 3, "rejected": 4, "duplicates": 2}
 
 
 def test_error_policy_stops_naming_file_row_and_field(tmp_path: Path) -> None:
