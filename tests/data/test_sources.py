@@ -216,3 +216,16 @@ def test_chartqa_lmms_lab_layout(tmp_path: Path) -> None:
     assert [(r["problem"], r["answer"], r["answer_type"]) for r in got] == [
         ("How many bars?", "4", "integer"), ("Which is highest?", "Asia", "text")]
     assert [json.loads(r["meta"])["origin"] for r in got] == ["human_test", "augmented_test"]
+
+
+def test_image_marks_must_match_the_images(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(FIXTURES / "geometry3k" / "data" / "test-00000-of-00001.parquet").to_pylist()
+    table[0]["problem"] = "<image>Compare with <image>."  # two marks, one image
+    (tmp_path / "data").mkdir()
+    pq.write_table(pa.Table.from_pylist(table), tmp_path / "data" / "test-00000-of-00001.parquet")
+    results = list(get_source("geometry3k").iter_results(LoadSpec(path=str(tmp_path), split="test")))
+    assert [(r.error.field, r.error.reason) if r.error else None for r in results] == [
+        ("problem", "2 <image> marks for 1 image(s)"), None]

@@ -298,14 +298,18 @@ class Source:
         choices = [str(c) for c in as_list(row.get("choices"))]
         if row["answer_type"] == "choice" and not choices:
             raise BadRow("choices", "a choice item without options")
-        if not str(row.get("problem") or "").strip() and not images:
+        problem = str(row.get("problem") or "")
+        if not problem.strip() and not images:
             raise BadRow("problem", "empty problem and no image")
+        marks = problem.count("<image>")
+        if marks not in (0, len(images)):
+            raise BadRow("problem", f"{marks} <image> marks for {len(images)} image(s)")
         meta = row.get("meta") or {}
         out = {
             "id": str(row["id"]),
             "data_source": row.get("data_source") or self.name,
             "images": images,
-            "problem": str(row.get("problem") or ""),
+            "problem": problem,
             "answer": str(answer).strip(),
             "answer_type": row["answer_type"],
             "choices": choices,
