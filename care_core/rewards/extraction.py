@@ -12,8 +12,9 @@ Rules (stable contract; the rollout stage stores the spans in rollout rows):
 * :func:`format_ok` (format reward 1): after stripping surrounding whitespace the response is
   exactly ``<think>T</think>`` + optional whitespace + ``<answer>A</answer>``, each of the four
   tags occurs exactly once, and ``A`` is not blank (``T`` may be empty).
-* :func:`extract_answer`: the content of the last complete ``<answer>`` pair (and, if that
-  content holds a ``\\boxed{}``, the last box inside it); else the last ``\\boxed{}``/``\\fbox{}``
+* :func:`extract_answer`: the content of the answer span's pair (the same pair as above: answer
+  tags inside the think block do not count; if the content holds a ``\\boxed{}``, the last box
+  inside it); else the last ``\\boxed{}``/``\\fbox{}``
   in the text (nested braces); else the configured fallback (``none``: nothing; ``last_number``:
   the last "answer is X"/"Answer: X" phrase (X up to the end of its sentence), else the last number;
   ``last_line``: that phrase, else the last non-empty line), searched after ``</think>`` if present.
@@ -35,7 +36,7 @@ ABSENT: Span = (-1, -1)
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _NUMBER_RE = re.compile(r"[-+\u2212]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?%?|[-+\u2212]?\.\d+%?")
-# "the (final) answer is X", "Answer: X", "Therefore, X = 5" style conclusions: keep the text after it.
+# "the (final) answer is X", "Answer: X", "the correct option is X": keep the text after the last one.
 _PHRASE_RE = re.compile(
     r"(?:final\s+answer|the\s+answer|answer|correct\s+(?:option|choice))\s*(?:is|:|=)\s*[:\s]*(.+)",
     re.IGNORECASE,
@@ -106,12 +107,11 @@ def last_boxed(text: str) -> str | None:
 
 
 def _answer_content(text: str) -> str | None:
-    """Content of the last complete ``<answer>…</answer>`` pair, anywhere in ``text``."""
-    for start in reversed(_find_all(text, ANSWER_OPEN)):
-        end = text.find(ANSWER_CLOSE, start + len(ANSWER_OPEN))
-        if end != -1:
-            return text[start + len(ANSWER_OPEN) : end].strip()
-    return None
+    """Content of the answer span's ``<answer>…</answer>`` pair (see :func:`find_spans_text`), or None."""
+    _, (start, end) = find_spans_text(text)
+    if start == -1:
+        return None
+    return text[start + len(ANSWER_OPEN) : end - len(ANSWER_CLOSE)].strip()
 
 
 def _phrase(text: str) -> str | None:

@@ -173,6 +173,8 @@ def _rows_of(recipe: Recipe, src: SourceConfig, label: str, entry: dict[str, Any
             yield split, row, hashes
         return
     source = get_source(src.name)
+    if source.default_role != src.role and source.default_role == "sft":
+        logger.warning("source %s is SFT data (cold-start chains of thought) but has role %r", label, src.role)
     spec = LoadSpec(src.hub_id, src.path, src.split, src.config_name, src.limit, src.image_root)
     logger.info("ingesting %s from %s", label, src.path or src.hub_id or source.hub_id)
     for result in source.iter_results(spec):

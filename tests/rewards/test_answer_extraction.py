@@ -230,3 +230,10 @@ def test_guard_keeps_an_outer_alarm_deadline() -> None:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def test_answer_tags_inside_think_do_not_count() -> None:
+    text = "<think>maybe <answer>3</answer>? no</think>so it is 4"
+    assert find_spans_text(text)[1] == (-1, -1)
+    assert extract_answer(text, "last_number") == "4"
+    assert extract_answer(text, "none") is None
