@@ -39,7 +39,7 @@ def update(
     else:
         from care_core.stages.update import run_update
 
-        result = run_update(recipe, model_path, rollouts_path, updated.path, reference_path, state_path)
+        result = run_update(recipe, model_path or recipe.model.path, rollouts_path, updated.path, reference_path, state_path)
     return record_stage(
         recipe, "update", result, {f"round-{int(round_index)}/model": updated.path},
         kfp_run_id=kfp_run_id, step=int(round_index) + 1, kfp_metrics=metrics,
