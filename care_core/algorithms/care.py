@@ -9,6 +9,17 @@ Per group (all tensors [B, N]; N rows = rollouts, then RGR rows):
   anchor / successful RGR: A = raw; negative: A = -s |raw|; failed RGR: A = -s_refl |raw|.
   ``equalize``: every A in S times sqrt(K / K') when K' < K. Rows outside S: A = 0.
 * all-correct groups: A = 0. All-wrong groups: rescue (see ``rescue.py``) or A = 0.
+
+Choices where the spec leaves room (paper vs reference code noted):
+* positives: ``accuracy == 1`` (paper, default) or ``reward > 0`` (reference code). Failure pool:
+  ``accuracy == 0`` (paper) / ``reward <= 0``; partial-credit rows are neither and get A = 0.
+* anchor length: a response without a think span counts its whole length as think tokens (the same
+  convention as its embedding), so dropping ``<think>`` never makes the shortest anchor.
+* farthest-first among hard negatives measures distance to the negatives already picked (not to
+  the anchor); rescue picks are seeded at the pseudo-anchor t (t counts as picked).
+* an RGR row counts as a success under the positive rule; one that repairs a negative outside S
+  (or sits in a non-mixed group) is unused: A = 0, role ``none``.
+* ``rescue_normalize=False``: A = pseudo-reward exactly (no s scaling, no equalisation).
 """
 
 from __future__ import annotations

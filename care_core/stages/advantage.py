@@ -30,6 +30,7 @@ from care_core.algorithms import (
     CareParams,
     GroupBatch,
     GRPOParams,
+    filter_groups,
     get_advantage_estimator,
     sequence_logprob,
 )
@@ -282,6 +283,8 @@ def _diagnostics(rows: _Rows, layout: _Layout, batch: GroupBatch, res: Advantage
     # mean squared advantage of negatives over that of positives (update-size balance)
     out["neg_pos_var_ratio"] = _f((neg**2).mean() / (pos**2).mean()) if pos.numel() and neg.numel() else None
     out["roles"] = {r: int((roles == code).sum()) for r, code in ROLE.items()}
+    # what DAPO dynamic sampling would drop (the rollout stage refills; nothing is dropped here)
+    _, out["dynamic_sampling"] = filter_groups(batch.accuracy, batch.valid & ~batch.is_rgr)
     if name != "care":
         return out
     st = res.stats
@@ -319,9 +322,9 @@ def compute_advantages(table: pa.Table, recipe: Recipe, where: str = "<rollouts>
     name = recipe.algorithm.name
     estimator = get_advantage_estimator(name)
     params = estimator_params(recipe)
-    rows = _read_rows(table, where, need_embeddings=name == "care")
-    if len(rows.group_id) == 0:
+    if table.num_rows == 0:
         raise SchemaError(f"{where}: no rollout rows")
+    rows = _read_rows(table, where, need_embeddings=name == "care")
     layout = _layout(rows, where)
     target = _rgr_columns(rows, layout, where)
     batch = build_group_batch(rows, layout, target, recipe.algorithm.care.rescue.logprob_norm)

@@ -108,6 +108,7 @@ def test_care_stage_values_columns_and_diagnostics(rollouts: Path, tmp_path: Pat
     assert diag["roles"]["anchor"] == 2 and diag["roles"]["pseudo_negative"] == 3
     assert 0 < diag["neg_cos_distance_mean"] <= 2
     assert diag["neg_pos_var_ratio"] is not None
+    assert diag["dynamic_sampling"] == {"kept": 2, "dropped_all_correct": 1, "dropped_all_wrong": 1}
 
 
 def test_grpo_stage_and_rerun_replaces_columns(rollouts: Path, tmp_path: Path) -> None:
@@ -173,6 +174,10 @@ def test_missing_column_and_same_output_path(tmp_path: Path) -> None:
     path = _write(tmp_path, make_rows(), lambda t: t.drop_columns(["reward"]))
     with pytest.raises(SchemaError, match=r"missing column\(s\) \['reward'\]"):
         run_advantage(build_recipe({}), path, tmp_path / "out.parquet")
+    empty = tmp_path / "empty.parquet"
+    pq.write_table(pa.Table.from_pylist([], schema=ROLLOUT_SCHEMA), empty)
+    with pytest.raises(SchemaError, match="no rollout rows"):
+        run_advantage(build_recipe({}), empty, tmp_path / "out.parquet")
     good = _write(tmp_path, make_rows())
     with pytest.raises(ValueError, match="never modifies its input"):
         run_advantage(build_recipe({}), good, good)
