@@ -38,7 +38,7 @@ def region_weights(
     in_think = has_think & (t >= think_span[:, :1]) & (t < think_span[:, 1:])
     in_answer = torch.where(has_answer, (t >= answer_span[:, :1]) & (t < answer_span[:, 1:]), ~in_think)
     think_w = torch.where(is_positive.bool(), float(tau_pos), 0.0).to(torch.float32)[:, None]
-    w = torch.where(in_answer, torch.ones((), dtype=torch.float32), torch.where(in_think, think_w, 0.0))
+    w = torch.where(in_answer, 1.0, torch.where(in_think, think_w, 0.0))
     return w * response_mask.to(torch.float32)
 
 
