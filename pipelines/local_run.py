@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,10 @@ def run_local(
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True)
     pipeline = build_pipeline(recipe, stage_list, platform=False)
     start = time.monotonic()
-    task = pipeline()
+    with warnings.catch_warnings():  # kfp.local notes that display names and the image are not used locally
+        warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
+        warnings.filterwarnings("ignore", message=".*custom or non-Python base image.*")
+        task = pipeline()
     wall = time.monotonic() - start
     mlflow_run_id = task.output
     summary = _summarise(recipe, mlflow_run_id)

@@ -232,12 +232,15 @@ def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
 
 
 @pytest.fixture
-def start_s3_server(tmp_path: Path) -> Iterator[Callable[[], S3Server]]:
-    """Factory for private S3 servers (e.g. to kill mid-run); all are stopped after the test."""
+def start_s3_server(tmp_path: Path) -> Iterator[Callable[..., S3Server]]:
+    """Factory for private S3 servers (e.g. to kill mid-run); ``state_dir`` restarts on earlier data.
+
+    All are stopped after the test.
+    """
     started: list[S3Server] = []
 
-    def factory() -> S3Server:
-        server = start_weed(tmp_path / f"weed{len(started)}")
+    def factory(state_dir: Path | None = None) -> S3Server:
+        server = start_weed(state_dir or tmp_path / f"weed{len(started)}")
         started.append(server)
         return server
 
