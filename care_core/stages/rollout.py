@@ -280,6 +280,7 @@ def run_rollout(recipe: Recipe, model_path: str | None, data_dir: str | Path, ou
     used: set[int] = set()
     seen: dict[str, int] = {}
     tries, dropped, sampled_groups = 0, 0, 0
+    last_batch: list[tuple[dict[str, Any], GenerationRequest, list[dict[str, Any]]]] = []
     max_tries = ds.max_tries if ds.enable else 1
     while len(groups) < n_prompts and tries < max_tries:
         want = n_prompts - len(groups)
@@ -301,14 +302,17 @@ def run_rollout(recipe: Recipe, model_path: str | None, data_dir: str | Path, ou
             batch_groups.append((example, request, _build_group_rows(builder, gid, example, request, group_samples, f"{train_path} row {i}")))
         sampled_groups += len(batch_groups)
         tries += 1
-        if ds.enable:
+        last_batch = batch_groups
+        if ds.enable:  # DAPO: keep only groups with mixed outcomes, refill from unused prompts
             informative = [g for g in batch_groups if _group_kind(g[2]) == "mixed"]
             dropped += len(batch_groups) - len(informative)
-            if tries < max_tries or informative:
-                batch_groups = informative
+            batch_groups = informative
         groups.extend(batch_groups)
     if ds.enable and len(groups) < n_prompts:
         logger.warning("dynamic sampling: %d of %d informative groups after %d tries", len(groups), n_prompts, tries)
+        if not groups:  # nothing informative at all: train on the last draw rather than on nothing
+            groups = last_batch
+            dropped -= len(last_batch)
 
     rows_all = [r for _, _, rows in groups for r in rows]
     mm_all = [req.mm_inputs for _, req, rows in groups for _ in rows]

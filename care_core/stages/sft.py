@@ -88,7 +88,7 @@ def run_sft(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, model_pat
         lr_scheduler_type="linear",
         warmup_steps=0,
         weight_decay=0.0,
-        logging_steps=10,
+        logging_steps=max(1, min(10, cfg.max_steps // 5)) if cfg.max_steps > 0 else 10,
         save_strategy="no",
         report_to=[],
         seed=recipe.train.seed,
