@@ -144,3 +144,28 @@ def test_s3_outage_mid_run_fails_loudly_and_keeps_earlier_uploads(start_s3_serve
         name = key.rsplit("/", 1)[1]
         local = download_file(key, tmp_path / "back" / name)  # verifies the recorded sha256
         assert _sha(local) == _sha(run_dir / "ingest" / "data" / name)
+
+
+@pytest.mark.slow
+def test_care_compare_on_finished_pipeline_runs(s3_env, mlflow_server, tmp_path):
+    """A GRPO pipeline run next to the CARE run of ``test_care_run_end_to_end``; compare builds the report."""
+    from care_core.tracking.compare import compare_experiment
+
+    client = MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name("e2e")
+    if experiment is None or not client.search_runs([experiment.experiment_id], "tags.algorithm = 'care'"):
+        pytest.skip("needs the CARE run of test_care_run_end_to_end (run the module, not this test alone)")
+    recipe = load_recipe(
+        "recipes/tiny-grpo.yaml",
+        [*TINY, "train.rounds=1", f"storage.artifact_root=s3://{s3_env.bucket}/e2e", f"tracking.uri={mlflow_server}",
+         "tracking.experiment=e2e"],
+    )  # fmt: skip
+    grpo = run_local(recipe, work_dir=tmp_path / "care", quiet=True)
+    report = compare_experiment(mlflow_server, "e2e", tmp_path / "compare", quiet=True)
+    assert report["runs"]["grpo"] == grpo["mlflow"]["run_id"]
+    rows = {row[0]: row for row in report["rows"]}
+    care_acc = client.get_run(report["runs"]["care"]).data.metrics["eval/synthetic/accuracy"]
+    grpo_acc = grpo["eval"]["eval/synthetic/accuracy"]
+    assert rows["synthetic"][1:] == [grpo_acc, care_acc, f"{100 * (care_acc - grpo_acc):+.2f}"]
+    png = Path(report["png"]).read_bytes()
+    assert png[:4] == b"\x89PNG" and Path(report["html"]).read_text().count("<tr>") == len(report["rows"]) + 1
