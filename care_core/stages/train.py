@@ -72,6 +72,44 @@ def _numeric(metrics: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+# advantage-stage diagnostic -> TRL/verl-style metric name (care_method.md §11)
+ADVANTAGE_METRICS = {
+    "k_prime_mean": "care/k_prime_mean",
+    "anchor_think_len_mean": "care/anchor_think_len",
+    "think_len_mean": "care/mixed_think_len_mean",
+    "neg_cos_distance_mean": "care/neg_cos_distance",
+    "rescued_groups": "care/rescued_groups",
+    "rescue_rate": "care/rescue_rate",
+    "rgr_attempts": "rgr/rows",
+    "rgr_used": "rgr/used",
+    "rgr_unused": "rgr/unused",
+    "adv_mean": "advantages/mean",
+    "adv_std": "advantages/std",
+    "adv_abs_max": "advantages/abs_max",
+    "adv_nonzero": "advantages/nonzero",
+    "adv_pos_mean": "advantages/pos_mean",
+    "adv_neg_mean": "advantages/neg_mean",
+    "neg_pos_var_ratio": "advantages/neg_pos_var_ratio",
+}
+_SKIP = {"algorithm", "rows", "groups", "rollout_rows", "rgr_rows", "reward_mean", "accuracy_mean", "format_rate",
+         "rgr_successes", "rgr_success_rate", "group_kinds", "dynamic_sampling", "k_prime_hist"}
+
+
+def advantage_metrics(diag: dict[str, Any]) -> dict[str, float]:
+    """Rename the advantage stage's diagnostics to metric names; role counts go to ``roles/*``."""
+    out: dict[str, Any] = {}
+    for key, value in diag.items():
+        if key in _SKIP or key.startswith("share_"):
+            continue
+        if key == "roles" and isinstance(value, dict):
+            out.update({f"roles/{role}": count for role, count in value.items()})
+        elif key in ADVANTAGE_METRICS:
+            out[ADVANTAGE_METRICS[key]] = value
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            out[f"advantage/{key}"] = value
+    return _numeric(out)
+
+
 class _Tracking:
     """MLflow logging through ``care_core.tracking.Tracker``, re-attaching to the run on resume."""
 
@@ -138,7 +176,7 @@ def run_train(recipe: Recipe) -> dict[str, Any]:
                                state_dir=state_dir)
             m_upd.pop("history", None)
             global_step = int(m_upd.get("update/global_step", global_step))
-            metrics = {**m_roll, **_numeric(m_adv), **_numeric(m_upd), "perf/round_s": time.perf_counter() - t_round,
+            metrics = {**m_roll, **advantage_metrics(m_adv), **_numeric(m_upd), "perf/round_s": time.perf_counter() - t_round,
                        "train/round": float(r), "train/global_step": float(global_step)}
             state = {"round": r, "global_step": global_step, "reference": str(reference), "metrics": _numeric(metrics)}
             final = commit_round(run_dir, r, state)
