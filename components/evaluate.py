@@ -26,7 +26,7 @@ def evaluate(
 
     recipe = recipe_from_dict(yaml.safe_load(recipe_yaml), origin="recipe_yaml")
     result = run_evaluate(recipe, model.path if model else None, results.path, data.path)
-    write_table_reports(result, table.path, report.path)
+    write_table_reports(result, table.path, report.path, os.path.join(results.path, "results.md"))
     return record_stage(
         recipe, "evaluate", result, {"eval": results.path}, kfp_run_id=kfp_run_id,
         step=recipe.train.rounds, kfp_metrics=metrics, final=True,

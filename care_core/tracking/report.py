@@ -60,13 +60,23 @@ def eval_table_rows(result: Mapping[str, Any]) -> list[list[Any]]:
     return rows
 
 
-def write_table_reports(result: Mapping[str, Any], md_path: str | Path, html_path: str | Path) -> str:
-    """Write the eval table as Markdown and HTML (for the KFP UI); return the Markdown."""
+def write_table_reports(
+    result: Mapping[str, Any], md_path: str | Path, html_path: str | Path, stage_markdown: str | Path | None = None
+) -> str:
+    """Write the eval table as Markdown and HTML (for the KFP UI); return the Markdown.
+
+    ``stage_markdown``: the evaluate stage's own ``results.md`` (per-category breakdowns); used as the
+    Markdown when present and appended to the HTML page.
+    """
     headers = ["benchmark", "accuracy", "format_rate", "n"]
     rows = eval_table_rows(result)
-    text = "# Evaluation\n\n" + markdown_table(headers, rows)
+    detail = Path(stage_markdown).read_text() if stage_markdown and Path(stage_markdown).is_file() else ""
+    text = detail or "# Evaluation\n\n" + markdown_table(headers, rows)
     Path(md_path).parent.mkdir(parents=True, exist_ok=True)
     Path(md_path).write_text(text)
+    sections = [html_table(headers, rows)]
+    if detail:
+        sections.append(f"<h2>Details</h2><pre>{html.escape(detail)}</pre>")
     Path(html_path).parent.mkdir(parents=True, exist_ok=True)
-    Path(html_path).write_text(html_page("Evaluation", [html_table(headers, rows)]))
+    Path(html_path).write_text(html_page("Evaluation", sections))
     return text
