@@ -77,10 +77,15 @@ def run_local(
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True)
     pipeline = build_pipeline(recipe, stage_list, platform=False)
     start = time.monotonic()
-    with warnings.catch_warnings():  # kfp.local notes that display names and the image are not used locally
-        warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
-        warnings.filterwarnings("ignore", message=".*custom or non-Python base image.*")
-        task = pipeline()
+    started_ms = int(time.time() * 1000)
+    try:
+        with warnings.catch_warnings():  # kfp.local notes that display names and the image are not used locally
+            warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
+            warnings.filterwarnings("ignore", message=".*custom or non-Python base image.*")
+            task = pipeline()
+    except Exception:
+        _mark_failed(recipe, started_ms)
+        raise
     wall = time.monotonic() - start
     mlflow_run_id = task.output
     summary = _summarise(recipe, mlflow_run_id)
@@ -95,6 +100,25 @@ def run_local(
     if not quiet:
         print(_where_to_look(summary))
     return summary
+
+
+def _mark_failed(recipe: Recipe, started_ms: int) -> None:
+    """Mark the MLflow run(s) this local run opened (RUNNING, same recipe hash, started after us) FAILED."""
+    from care_core.config import recipe_hash
+    from care_core.tracking import TAG_RECIPE_HASH, Tracker
+
+    try:
+        tracker = Tracker.from_recipe(recipe, retries=1)
+        runs = tracker.client.search_runs(
+            [tracker.experiment_id],
+            filter_string=f"attributes.status = 'RUNNING' and tags.`{TAG_RECIPE_HASH}` = '{recipe_hash(recipe)}'",
+        )
+        for run in runs:
+            if run.info.start_time >= started_ms:
+                tracker.client.set_terminated(run.info.run_id, status="FAILED")
+                log.error("pipeline failed: MLflow run %s marked FAILED", run.info.run_id)
+    except Exception as exc:  # noqa: BLE001  (never hide the pipeline's own error)
+        log.warning("could not mark the MLflow run FAILED: %s", exc)
 
 
 def _summarise(recipe: Recipe, mlflow_run_id: str) -> dict[str, Any]:

@@ -134,6 +134,10 @@ def test_s3_outage_mid_run_fails_loudly_and_keeps_earlier_uploads(start_s3_serve
     text = log.out + log.err
     assert "StorageError" in text and "failed after 3 attempts" in text and f"{root}/" in text
     assert text.count("retrying in") >= 2
+    client = MlflowClient(mlflow_server)
+    (mlflow_run,) = client.search_runs([client.get_experiment_by_name("outage").experiment_id])
+    assert mlflow_run.info.status == "FAILED"
+    assert any(k.startswith("ingest/") for k in mlflow_run.data.metrics)  # what ingest logged is kept
 
     # the store comes back on the same data: everything uploaded before the outage is intact
     again = start_s3_server(server.state_dir)
