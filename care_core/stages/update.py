@@ -192,14 +192,20 @@ def _metrics(history: list[dict[str, float]], prep: dict[str, float], train_s: f
 
 def run_update(
     recipe: Recipe,
-    model_path: str,
+    model_path: str | None,
     rollouts_path: str | Path,
     out_dir: str | Path,
     reference_path: str | None = None,
     state_dir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Train the policy on one round's rollouts; write the new policy and optimizer state to ``out_dir``."""
+    """Train the policy on one round's rollouts; write the new policy and optimizer state to ``out_dir``.
+
+    ``model_path`` None: the recipe's base model; ``reference_path`` None: the starting policy."""
     out_dir = Path(out_dir)
+    if not model_path:
+        from care_core.models import resolve_model_path
+
+        model_path = resolve_model_path(recipe.model)
     reference_path = str(reference_path or model_path)
     start = time.perf_counter()
     if recipe.train.distributed.backend == "deepspeed":

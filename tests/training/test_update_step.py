@@ -107,3 +107,59 @@ def test_missing_advantage_column_is_an_error(micro_dir, micro_policy, tmp_path)
     write_rollouts(rows, tmp_path / "raw.parquet")
     with pytest.raises(SchemaError, match="advantage"):
         run_update(_recipe(), micro_dir, tmp_path / "raw.parquet", tmp_path / "out")
+
+
+def test_recompute_old_logprobs(micro_dir, micro_policy, tmp_path):
+    """Stale old log-probs (e.g. from another engine) are replaced by the policy's own when configured."""
+    model, processor = micro_policy
+    rows, _, _ = make_rows(processor, model, [("<think>a</think><answer>1</answer>", -1.0, "negative")])
+    rows[0]["old_logprobs"] = [0.0] * len(rows[0]["old_logprobs"])  # wrong: ratio = p << 1 everywhere
+    write_rollouts(rows, tmp_path / "adv.parquet")
+    stale = run_update(_recipe(), micro_dir, tmp_path / "adv.parquet", tmp_path / "stale")
+    fresh = run_update(_recipe(recompute_old_logprobs=True), micro_dir, tmp_path / "adv.parquet", tmp_path / "fresh")
+    assert fresh["actor/ppo_ratio_mean"] == pytest.approx(1.0, abs=1e-6) and fresh["actor/pg_loss"] == pytest.approx(1.0, abs=1e-6)
+    # negative advantage with ratio < 1 - eps_low: the clipped term is the active one on every token
+    assert stale["actor/ppo_ratio_mean"] < 0.1 and stale["actor/pg_clipfrac_low"] == 1.0
+    assert fresh["actor/pg_clipfrac_low"] == 0.0
+
+
+def _image_rows(micro_policy, examples, recipe):
+    from care_core.stages.rollout import encode_requests
+
+    model, processor = micro_policy
+    request = encode_requests(processor, examples[:1], recipe.data, with_images=False)[0]
+    rows, _, _ = make_rows(processor, model, [("<think>a</think><answer>1</answer>", 1.0, "anchor"), ("b c", -1.0, "negative")])
+    for k, r in enumerate(rows):
+        r["prompt_ids"] = request.prompt_ids
+        r["images"] = examples[0]["images"] if k == 0 else []
+    return rows
+
+
+@pytest.mark.parametrize("freeze", [False, True])
+def test_freeze_vision_tower(micro_dir, micro_policy, examples, recipe, tmp_path, freeze):
+    rows = _image_rows(micro_policy, examples, recipe)
+    write_rollouts(rows, tmp_path / "adv.parquet")
+    r = build_recipe({"model": {"path": "tiny://micro", "freeze_vision": freeze}, "optim": {"lr": 1e-3},
+                      "train": {"mini_batch_size": 4, "micro_batch_size": 4, "prompts_per_round": 4, "rounds": 1}})
+    run_update(r, micro_dir, tmp_path / "adv.parquet", tmp_path / "out")
+    before, _ = load_policy(micro_dir)
+    after, _ = load_policy(str(tmp_path / "out"))
+    sd0, sd1 = before.state_dict(), after.state_dict()
+    vision = [k for k in sd0 if ".visual." in f".{k}"]
+    text = [k for k in sd0 if "language_model" in k or k.startswith("lm_head")]
+    assert vision and text
+    vision_moved = any(not torch.equal(sd0[k], sd1[k]) for k in vision)
+    assert vision_moved != freeze
+    assert any(not torch.equal(sd0[k], sd1[k]) for k in text)
+
+
+def test_gradient_checkpointing_same_update(micro_dir, micro_policy, examples, recipe, tmp_path):
+    rows = _image_rows(micro_policy, examples, recipe)
+    write_rollouts(rows, tmp_path / "adv.parquet")
+    outs = []
+    for gc in (False, True):
+        r = build_recipe({"model": {"path": "tiny://micro", "gradient_checkpointing": gc}, "optim": {"lr": 1e-3},
+                          "train": {"mini_batch_size": 4, "micro_batch_size": 1, "prompts_per_round": 4, "rounds": 1}})
+        outs.append(run_update(r, micro_dir, tmp_path / "adv.parquet", tmp_path / f"gc{gc}"))
+    assert outs[0]["actor/loss"] == pytest.approx(outs[1]["actor/loss"], abs=1e-6)
+    assert outs[0]["actor/grad_norm"] == pytest.approx(outs[1]["actor/grad_norm"], rel=1e-4)
