@@ -134,7 +134,11 @@ def configure_trainable(model: torch.nn.Module, recipe: Recipe) -> None:
             raise ValueError(f"model.freeze_vision: {type(model).__name__} has no vision tower attribute 'visual'")
         visual.requires_grad_(False)
     if recipe.model.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable = getattr(model, "activation_checkpointing_enable", None)
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
 
 
