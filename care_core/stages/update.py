@@ -284,6 +284,7 @@ def resolve_state_dir_for_ds(state_dir: str | None) -> Path | None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="DeepSpeed update worker (internal; use `care update`)")
     parser.add_argument("--worker", required=True, help="JSON spec written by run_update")
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help="set by the deepspeed launcher")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _deepspeed_worker(args.worker)

@@ -139,8 +139,8 @@ def launch_command(spec_path: str, dist_cfg: Any, module: str) -> list[str]:
     port = str(_free_port())
     if dist_cfg.launcher == "deepspeed":
         exe = shutil.which("deepspeed") or str(Path(sys.executable).with_name("deepspeed"))
-        return [exe, "--num_gpus" if torch.cuda.is_available() else "--num_nodes", str(procs) if torch.cuda.is_available() else "1",
-                "--master_port", port, "--module", module, "--worker", spec_path]
+        return [exe, "--num_nodes", str(dist_cfg.nodes), "--num_gpus", str(procs), "--master_port", port,
+                "--module", module, "--worker", spec_path]
     return [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(dist_cfg.nodes), "--nproc_per_node", str(procs),
             "--master_addr", "127.0.0.1", "--master_port", port, "-m", module, "--worker", spec_path]
 
