@@ -163,6 +163,9 @@ def run_train(recipe: Recipe) -> dict[str, Any]:
             global_step = int(resume.state.get("global_step", 0))
             first = resume.round_index + 1
             summary["resumed_from"] = str(resume.round_dir)
+            if resume.state.get("recipe_hash") not in (None, recipe_hash(recipe)):
+                logger.warning("resuming %s with a different recipe (hash %s, checkpoint %s)", run_dir, recipe_hash(recipe),
+                               resume.state.get("recipe_hash"))
             logger.info("resuming after round %d from %s", resume.round_index, resume.round_dir)
         rounds = range(first, recipe.train.rounds + 1)
         for r in tqdm(rounds, desc=f"care train ({recipe.algorithm.name})", unit="round", disable=len(rounds) == 0):
@@ -178,7 +181,8 @@ def run_train(recipe: Recipe) -> dict[str, Any]:
             global_step = int(m_upd.get("update/global_step", global_step))
             metrics = {**m_roll, **advantage_metrics(m_adv), **_numeric(m_upd), "perf/round_s": time.perf_counter() - t_round,
                        "train/round": float(r), "train/global_step": float(global_step)}
-            state = {"round": r, "global_step": global_step, "reference": str(reference), "metrics": _numeric(metrics)}
+            state = {"round": r, "global_step": global_step, "reference": str(reference), "recipe_hash": recipe_hash(recipe),
+                     "metrics": _numeric(metrics)}
             final = commit_round(run_dir, r, state)
             policy, state_dir = str(final / "policy"), str(final / "policy" / TRAINER_STATE)
             if recipe.train.eval_every and r % recipe.train.eval_every == 0 and r != recipe.train.rounds:
