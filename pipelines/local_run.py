@@ -159,7 +159,7 @@ def _where_to_look(summary: dict[str, Any]) -> str:
         f"(stages: {', '.join(summary['stages'])}; rounds: {summary['rounds']}).",
         f"  MLflow run {mlf['run_id']} in experiment {mlf['experiment']!r} -> {mlf['ui']}",
         f"  KFP local run folder: {summary['run_dir']}",
-        f"  Artifacts ({summary['artifact_root']}):",
+        f"  Artifacts ({summary['artifact_root'] if is_s3(summary['artifact_root']) else 'in the KFP pipeline root'}):",
         *[f"    {name}: {uri}" for name, uri in summary["artifacts"].items()],
     ]
     if summary["eval_table"]:

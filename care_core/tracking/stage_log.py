@@ -22,11 +22,19 @@ log = logging.getLogger(__name__)
 
 
 def stage_metrics(stage: str, result: Mapping[str, Any]) -> dict[str, float]:
-    """Numeric metrics of a stage result: its flat ``metrics`` dict when it has one, else ``<stage>/...``."""
+    """Numeric metrics of a stage result (its ``metrics`` dict when it has one, else the result itself).
+
+    Keys already namespaced (``actor/kl``, ``rollout/reward/mean``, ``eval/<bench>/accuracy``) are kept;
+    bare keys get the stage as namespace (``rows_train`` -> ``ingest/rows_train``); nested dicts are
+    flattened with ``/``.
+    """
     inner = result.get("metrics")
-    if isinstance(inner, Mapping) and inner:
-        return flatten_metrics(inner)
-    return flatten_metrics(result, prefix=stage)
+    source = inner if isinstance(inner, Mapping) and inner else result
+    out: dict[str, float] = {}
+    for key, value in source.items():
+        name = str(key) if "/" in str(key) else f"{stage}/{key}"
+        out.update(flatten_metrics({name: value}))
+    return out
 
 
 def publish_outputs(recipe: Recipe, run_key: str, outputs: Mapping[str, str | Path]) -> dict[str, str]:

@@ -37,3 +37,17 @@ def test_write_table_reports(tmp_path):
     detailed = write_table_reports(RESULT, tmp_path / "t2.md", tmp_path / "r2.html", tmp_path / "results.md")
     assert detailed.startswith("# Evaluation <of> x")
     assert "&lt;of&gt;" in (tmp_path / "r2.html").read_text()
+
+
+def test_stage_metrics_namespacing():
+    from care_core.tracking.stage_log import stage_metrics
+
+    assert stage_metrics("ingest", {"metrics": {"rows_train": 32, "rejected": 0}, "sources": ["x"]}) == {
+        "ingest/rows_train": 32.0,
+        "ingest/rejected": 0.0,
+    }
+    got = stage_metrics("update", {"actor/kl": 0.1, "update/rows": 4, "history": [1], "group_kinds": {"mixed": 2}, "name": "x"})
+    assert got == {"actor/kl": 0.1, "update/rows": 4.0, "update/group_kinds/mixed": 2.0}
+    assert stage_metrics("evaluate", {"metrics": {"eval/synthetic/accuracy": 0.5}, "benchmarks": {}}) == {
+        "eval/synthetic/accuracy": 0.5
+    }
