@@ -212,3 +212,22 @@ def test_defaults_round_trip_to_the_same_recipe(data):
     values = {p.name: p.default for p in chosen}
     merged = build_recipe(yaml.safe_load(merge_parameters(yaml.safe_dump(recipe_to_dict(recipe)), values)))
     assert recipe_hash(merged) == recipe_hash(recipe)
+
+
+def test_paper_scale_recipe_compiles(tmp_path):
+    """The 7B CARE recipe: 60 unrolled rounds, 8 GPUs per GPU step, H100 node selector, existing PVC."""
+    recipe = load_recipe("recipes/qwen2_5_vl_7b-care.yaml")
+    path = compile_pipeline(recipe, tmp_path / "p.yaml", stages=ALL)
+    spec, platform = yaml.safe_load_all(path.read_text())
+    json_format.ParseDict(spec, pipeline_spec_pb2.PipelineSpec())
+    json_format.ParseDict(platform, pipeline_spec_pb2.PlatformSpec())
+    tasks = spec["root"]["dag"]["tasks"]
+    assert len(tasks) == 1 + 1 + 1 + 3 * recipe.train.rounds + 1
+    gpu_counts = [
+        spec["deploymentSpec"]["executors"][_executor(spec, t)]["container"].get("resources", {}).get("accelerator", {}).get("resourceCount")
+        for t in tasks.values()
+    ]
+    assert gpu_counts.count("8") == 1 + 2 * recipe.train.rounds + 1  # sft, rollout+update per round, evaluate
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert all(cfg["nodeSelector"]["labels"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"} for cfg in executors.values())
+    assert all(cfg["pvcMount"][0]["constant"] == "care-workspace" for cfg in executors.values())
