@@ -161,9 +161,17 @@ def launch(spec: dict[str, Any], dist_cfg: Any, module: str) -> dict[str, Any]:
         logger.info("launching DeepSpeed update: %s", " ".join(cmd))
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
-            tail = (proc.stdout[-3000:] + "\n" + proc.stderr[-6000:]).strip()
+            tail = _error_lines(proc.stdout + "\n" + proc.stderr)
             raise RuntimeError(f"DeepSpeed update failed (exit {proc.returncode}): {' '.join(cmd)}\n{tail}")
     metrics_file = out_dir / "trainer_state" / "worker_metrics.json"
     if not metrics_file.is_file():
         raise RuntimeError(f"DeepSpeed update finished without {metrics_file}")
     return json.loads(metrics_file.read_text())
+
+
+def _error_lines(output: str, limit: int = 6000) -> str:
+    """The informative part of failed workers' output: tracebacks' last lines first, then the tail."""
+    lines = output.splitlines()
+    errors = [line for line in lines if "Error" in line or "error:" in line]
+    head = "\n".join(errors[:20])
+    return (head + "\n...\n" + output[-limit:]).strip()

@@ -73,14 +73,14 @@ def pack(items: Sequence[SequenceItem], device: torch.device | str = "cpu", pad_
 
 def image_token_id(model: torch.nn.Module) -> int | None:
     """The model's image placeholder id (unwraps DeepSpeed/DDP wrappers)."""
-    config = getattr(model, "config", None) or getattr(getattr(model, "module", None), "config", None)
+    config = getattr(getattr(model, "module", model), "config", None)  # a DeepSpeed engine's .config is its ds config
     value = getattr(config, "image_token_id", None)
     return int(value) if value is not None else None
 
 
 def vision_token_ids(model: torch.nn.Module) -> list[int]:
     """Ids a response must never contain (image/video placeholders and vision delimiters)."""
-    config = getattr(model, "config", None) or getattr(getattr(model, "module", None), "config", None)
+    config = getattr(getattr(model, "module", model), "config", None)
     names = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
     return sorted({int(getattr(config, n)) for n in names if getattr(config, n, None) is not None})
 

@@ -11,7 +11,6 @@ W because the backend averages gradients over ranks.
 
 from __future__ import annotations
 
-import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -275,6 +274,26 @@ def micro_loss(
     return loss, sums
 
 
+def rank_schedule(micros: Sequence[Any], has_images: Sequence[bool], rank: int, world: int) -> list[tuple[Any, bool]]:
+    """This rank's micro-batches as ``(micro, real)``; ``real=False`` marks a zero-weighted filler.
+
+    With one rank: every micro-batch in order. With W ranks the micro-batches are dealt out in
+    rounds of W, image micro-batches first, then text-only ones, and each round is padded with
+    fillers of its own kind: at every micro step all ranks run the same kind of forward/backward
+    (same modules, same parameters with gradients, same order), which ZeRO-2/3 gradient
+    reductions and ZeRO-3 parameter traces require. Every real micro-batch runs exactly once.
+    """
+    if world == 1:
+        return [(m, True) for m in micros]
+    out: list[tuple[Any, bool]] = []
+    for kind in (True, False):
+        same = [m for m, h in zip(micros, has_images, strict=True) if h == kind]
+        for start in range(0, len(same), world):
+            chunk = same[start : start + world]
+            out.append((chunk[rank], True) if rank < len(chunk) else (chunk[0], False))
+    return out
+
+
 def train_on_rows(
     backend: Backend,
     rows: list[TrainRow],
@@ -300,12 +319,9 @@ def train_on_rows(
             mini_rows = [rows[i] for i in mini]
             denom = _denominator(mini_rows, cfg.agg)
             micros = [mini_rows[s : s + cfg.micro_batch_size] for s in range(0, len(mini_rows), max(1, cfg.micro_batch_size))]
-            mine = micros[backend.rank :: backend.world_size]
-            n_local = math.ceil(len(micros) / backend.world_size)
             totals: dict[str, float] = {}
-            for k in range(n_local):
-                real = k < len(mine)
-                micro = mine[k] if real else micros[0]
+            for micro, real in rank_schedule(micros, [any(mm_for(r) for r in m) for m in micros], backend.rank,
+                                             backend.world_size):
                 loss, sums = micro_loss(forward, micro, mm_for, cfg, width, denom, device)
                 scale = float(backend.world_size) if real else 0.0
                 backend.backward(loss * scale)

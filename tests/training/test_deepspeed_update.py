@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from conftest import make_rows
 
 from care_core.config import build_recipe
@@ -32,18 +33,38 @@ def test_ds_config_and_launch_command():
     assert cmd[-3:] == ["care_core.stages.update", "--worker", "/tmp/spec.json"]
 
 
+def _give_image(rows, indices, micro_policy, examples, recipe):
+    """Put an image into the prompt of ``rows[indices]`` (one group): ranks then see image and
+    text-only micro-batches, the case where ZeRO's gradient reductions must still line up."""
+    from care_core.stages.rollout import encode_requests
+    from care_core.training.forward import SequenceItem, pack, response_logprobs
+
+    model, processor = micro_policy
+    request = encode_requests(processor, examples[:1], recipe.data, with_images=False)[0]
+    for r in rows:
+        r["images"] = []
+    for k in indices:
+        rows[k]["prompt_ids"] = request.prompt_ids
+        with torch.no_grad():
+            lp = response_logprobs(model, pack([SequenceItem(request.prompt_ids, rows[k]["response_ids"], request.mm_inputs)]))
+        rows[k]["old_logprobs"] = lp.logprobs[0].tolist()
+    rows[indices[0]]["images"] = examples[0]["images"]
+
+
 @pytest.mark.slow
-def test_zero2_two_ranks_matches_plain(micro_dir, micro_policy, tmp_path):
+def test_zero2_two_ranks_matches_plain(micro_dir, micro_policy, examples, recipe, tmp_path):
     model, processor = micro_policy
     specs = [("<think>a b</think><answer>1</answer>", 1.0, "anchor"), ("c d", -0.5, "negative"),
              ("<think>d</think><answer>3</answer>", 0.5, "anchor"), ("e f g", -1.0, "negative"),
              ("h", 0.25, "anchor")]  # 5 micro-batches: rank 1 runs a zero-weighted filler pass
     rows, _, _ = make_rows(processor, model, specs, group=["g0", "g0", "g1", "g1", "g1"])
+    _give_image(rows, [0, 1], micro_policy, examples, recipe)
     write_rollouts(rows, tmp_path / "adv.parquet")
     plain = run_update(_recipe("plain"), micro_dir, tmp_path / "adv.parquet", tmp_path / "plain")
     zero = run_update(_recipe("deepspeed"), micro_dir, tmp_path / "adv.parquet", tmp_path / "zero2")
     assert zero["update/backend"] == "deepspeed-zero2" and zero["update/world_size"] == 2
     assert zero["actor/loss_first"] == pytest.approx(plain["actor/loss_first"], abs=1e-6)
+    assert zero["actor/ppo_ratio_mean"] == pytest.approx(1.0, abs=1e-5) == plain["actor/ppo_ratio_mean"]
     assert zero["actor/tokens"] == plain["actor/tokens"]
     assert zero["actor/grad_norm"] == pytest.approx(plain["actor/grad_norm"], rel=1e-4)
     a, _ = load_policy(str(tmp_path / "plain"))
@@ -58,10 +79,11 @@ def test_zero2_two_ranks_matches_plain(micro_dir, micro_policy, tmp_path):
 
 
 @pytest.mark.slow
-def test_zero3_two_ranks_saves_full_model_and_continues(micro_dir, micro_policy, tmp_path):
+def test_zero3_two_ranks_saves_full_model_and_continues(micro_dir, micro_policy, examples, recipe, tmp_path):
     model, processor = micro_policy
-    rows, _, _ = make_rows(processor, model, [("<think>a</think><answer>1</answer>", 1.0, "anchor"), ("b c", -1.0, "negative")],
-                           group=["g0", "g0"])
+    specs = [("<think>a</think><answer>1</answer>", 1.0, "anchor"), ("b c", -1.0, "negative"), ("d", 0.5, "anchor")]
+    rows, _, _ = make_rows(processor, model, specs, group=["g0", "g0", "g1"])
+    _give_image(rows, [0, 1], micro_policy, examples, recipe)
     write_rollouts(rows, tmp_path / "adv.parquet")
     recipe = _recipe("deepspeed", stage=3)
     first = run_update(recipe, micro_dir, tmp_path / "adv.parquet", tmp_path / "z3a")

@@ -98,3 +98,19 @@ def test_round_checkpoints_latest_and_resume(tmp_path):
     assert find_resume(run, str(run / "rounds" / "round_0001")).round_index == 1
     with pytest.raises(FileNotFoundError, match="state.json"):
         find_resume(run, str(run / "rounds" / "nope"))
+
+
+@settings(max_examples=60, deadline=None)
+@given(kinds=st.lists(st.booleans(), min_size=1, max_size=12), world=st.integers(1, 4))
+def test_rank_schedule_same_kind_per_step_and_each_micro_once(kinds, world):
+    from care_core.training.ppo import rank_schedule
+
+    micros = list(range(len(kinds)))
+    plans = [rank_schedule(micros, kinds, r, world) for r in range(world)]
+    assert len({len(p) for p in plans}) == 1  # same number of backward passes on every rank
+    real = sorted(m for p in plans for m, ok in p if ok)
+    assert real == micros  # every micro-batch exactly once
+    for step in zip(*plans, strict=True):
+        assert len({kinds[m] for m, _ in step}) == 1  # all ranks run the same kind of micro-batch
+    if world == 1:
+        assert plans[0] == [(m, True) for m in micros]
