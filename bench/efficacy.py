@@ -204,6 +204,36 @@ def summary_table(results: list[dict[str, Any]], sft_acc: float, arms: list[str]
     return "\n".join(lines) + "\n"
 
 
+DIAGNOSTICS = {  # care_method.md §11 subset: value in the last round, mean ± std over seeds
+    "rollout/response_length/mean": "response len",
+    "rollout/format/mean": "format rate",
+    "rollout/groups/frac_all_wrong": "all-wrong groups",
+    "advantage/rescue_rate": "rescue rate",
+    "advantage/neg_pos_var_ratio": "neg/pos var",
+    "update/actor/entropy": "entropy",
+    "update/actor/grad_norm": "grad norm",
+}
+
+
+def diagnostics_table(results: list[dict[str, Any]], arms: list[str]) -> str:
+    """First-round vs last-round diagnostics per arm (mean ± std over seeds)."""
+    head = "| arm | " + " | ".join(f"{label} (r1 -> last)" for label in DIAGNOSTICS.values()) + " |"
+    lines = [head, "|---|" + "---:|" * len(DIAGNOSTICS)]
+    for arm in arms:
+        runs = [r for r in results if r["arm"] == arm and r["history"]]
+        cells = []
+        for key in DIAGNOSTICS:
+            first = [r["history"][0][key] for r in runs if key in r["history"][0]]
+            last = [r["history"][-1][key] for r in runs if key in r["history"][-1]]
+            if not last:
+                cells.append("–")
+                continue
+            (f_mean, _), (l_mean, l_std) = _mean_std(first), _mean_std(last)
+            cells.append(f"{f_mean:.3g} -> {l_mean:.3g} ± {l_std:.2g}")
+        lines.append(f"| {LABELS[arm]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def plot_curves(results: list[dict[str, Any]], arms: list[str], path: Path) -> None:
     import matplotlib
 
@@ -237,11 +267,14 @@ def plot_curves(results: list[dict[str, Any]], arms: list[str], path: Path) -> N
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", default=str(REPO / ".care" / "efficacy"))
+    parser.add_argument("--sft-from", default=None, help="reuse data/ and sft/ of another work dir (same data + SFT settings)")
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override every arm's recipe")
     parser.add_argument("--rgr-prompts", type=int, default=64, help="prompts for the RGR cue/no-cue measurement")
     parser.add_argument("--no-tracking", action="store_true")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: summarise the runs that finished (a reduced experiment cut short)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     for noisy in ("care_core", "httpx", "mlflow", "alembic"):
@@ -252,6 +285,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     recipes = load_arms(args.arms, args.set)
     base = recipes[args.arms[0]]
     t_start = time.perf_counter()
+    if args.sft_from:
+        for part in ("data", "sft"):
+            if not (work / part).exists():
+                shutil.copytree(Path(args.sft_from) / part, work / part)
     data_dir = work / "data"
     counts = prepare_data(base, data_dir)
     logger.info("data: %s", counts)
@@ -274,11 +311,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results = []
     for seed in args.seeds:
         for arm in args.arms:
+            final = work / "runs" / f"{arm}-seed{seed}" / "final.json"
+            if args.report_only:
+                if final.is_file():
+                    results.append(json.loads(final.read_text()))
+                continue
             results.append(train_arm(recipes[arm], arm, seed, sft_dir, sft_acc, data_dir, work / "runs" / f"{arm}-seed{seed}", tracker))
 
     rgr_models = {"sft": str(sft_dir)}
     rgr_models.update({f"care-seed{r['seed']}": r["final_model"] for r in results if r["arm"] == "care"})
-    rgr = rgr_cue_test(base, rgr_models, data_dir, work / "rgr", args.rgr_prompts)
+    rgr_file = work / "rgr" / "rgr.json"
+    if rgr_file.is_file() and json.loads(rgr_file.read_text()).keys() == rgr_models.keys():
+        rgr = json.loads(rgr_file.read_text())
+    else:
+        rgr = rgr_cue_test(base, rgr_models, data_dir, work / "rgr", args.rgr_prompts)
+        rgr_file.parent.mkdir(parents=True, exist_ok=True)
+        rgr_file.write_text(json.dumps(rgr, indent=2))
 
     table = summary_table(results, sft_acc, args.arms)
     plot_curves(results, args.arms, work / "curves.png")
@@ -294,7 +342,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
              f"{b.train.rounds} rounds x {b.train.prompts_per_round} prompts x G={b.rollout.n}, "
              f"max {b.rollout.max_new_tokens} new tokens, lr {b.optim.lr}; seeds {args.seeds}; "
              f"total wall {time.perf_counter() - t_start:.0f} s")
-    md = f"## Setup\n\n{setup}\n\n## Held-out accuracy\n\n{table}\n## RGR repair success (cue vs no cue)\n\n" + "\n".join(rgr_lines) + "\n"
+    diag = diagnostics_table(results, args.arms)
+    md = f"## Setup\n\n{setup}\n\n## Held-out accuracy\n\n{table}\n## Diagnostics (first -> last round)\n\n{diag}\n## RGR repair success (cue vs no cue)\n\n" + "\n".join(rgr_lines) + "\n"
     (work / "summary.md").write_text(md)
     summary = {"setup": setup, "sft_accuracy": sft_acc, "sft_metrics": sft_metrics, "results": results, "rgr": rgr,
                "table_md": table, "wall_s": time.perf_counter() - t_start}
