@@ -38,8 +38,9 @@ if str(REPO) not in sys.path:
 from care_core.config import Recipe, load_recipe, recipe_to_dict  # noqa: E402
 
 logger = logging.getLogger("efficacy")
-ARMS = ("grpo", "care", "care-no-rgr")
-LABELS = {"grpo": "GRPO", "care": "CARE", "care-no-rgr": "CARE w/o RGR", "sft": "SFT (start)"}
+ARMS = ("grpo", "care", "care-no-rgr", "care-no-region")
+LABELS = {"grpo": "GRPO", "care": "CARE", "care-no-rgr": "CARE w/o RGR", "care-no-region": "CARE w/o region weights",
+          "sft": "SFT (start)"}
 
 
 # --------------------------------------------------------------------------- recipes

@@ -224,6 +224,7 @@ class SFTConfig:
     batch_size: int = 8
     gradient_accumulation_steps: int = 1
     max_length: int = 1024
+    warmup_steps: int = 0  # linear LR warm-up (then linear decay), as transformers' TrainingArguments
 
 
 @dataclass

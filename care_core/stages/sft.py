@@ -72,11 +72,14 @@ def run_sft(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, model_pat
         return {k: v for k, v in enc.items() if isinstance(v, torch.Tensor)}
 
     losses: list[float] = []
+    lrs: list[float] = []
 
     class _Losses(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
             if logs and "loss" in logs:
                 losses.append(float(logs["loss"]))
+            if logs and "learning_rate" in logs:
+                lrs.append(float(logs["learning_rate"]))
 
     args = TrainingArguments(
         output_dir=str(out_dir / "_trainer"),
@@ -86,7 +89,7 @@ def run_sft(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, model_pat
         num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps,
         lr_scheduler_type="linear",
-        warmup_steps=0,
+        warmup_steps=cfg.warmup_steps,
         weight_decay=0.0,
         logging_steps=max(1, min(10, cfg.max_steps // 5)) if cfg.max_steps > 0 else 10,
         save_strategy="no",
@@ -110,6 +113,7 @@ def run_sft(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, model_pat
         "sft/train_loss": float(result.training_loss),
         "sft/first_logged_loss": losses[0] if losses else math.nan,
         "sft/last_logged_loss": losses[-1] if losses else math.nan,
+        "sft/first_logged_lr": lrs[0] if lrs else math.nan,
         "sft/steps": float(result.global_step),
         "sft/examples": float(len(rows)),
         "sft/runtime_s": time.perf_counter() - start,

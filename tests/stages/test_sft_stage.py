@@ -58,3 +58,24 @@ def test_sft_needs_solutions(tmp_path):
                      "choices": [], "solution": "", "meta": "{}"}], tmp_path / "train.parquet")
     with pytest.raises(SchemaError, match="solution"):
         sft_rows(tmp_path)
+
+
+@pytest.mark.parametrize("warmup", [0, 12])
+def test_sft_warmup_steps_shape_the_learning_rate(tmp_path, tmp_path_factory, warmup):
+    """train.sft.warmup_steps reaches the Trainer: linear warm-up from 0, else linear decay from lr."""
+    from care_core.data.synthetic import write_synthetic
+    from care_core.stages.sft import run_sft
+
+    cache = str(Path(tmp_path_factory.getbasetemp()) / "care_models")
+    lr, steps = 1e-3, 6
+    recipe = build_recipe({
+        "model": {"path": "tiny://micro", "cache_dir": cache},
+        "data": {"synthetic": {"n_train": 8, "n_test": 2}},
+        "train": {"sft": {"max_steps": steps, "batch_size": 2, "lr": lr, "max_length": 256, "warmup_steps": warmup}},
+    })
+    write_synthetic(recipe.data.synthetic, tmp_path / "data", image_size=recipe.model.tiny.image_size)
+    metrics = run_sft(recipe, tmp_path / "data", tmp_path / "sft")
+    # logging_steps = max(1, steps // 5) = 1: the first log reports the LR the first step used,
+    # 0 at the start of a linear warm-up, the full lr at the start of a linear decay.
+    expected = 0.0 if warmup else lr
+    assert metrics["sft/first_logged_lr"] == pytest.approx(expected, rel=1e-6, abs=1e-12)
