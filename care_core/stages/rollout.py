@@ -36,6 +36,12 @@ def policy_temperature(recipe: Recipe) -> float:
     return recipe.rollout.temperature if recipe.rollout.temperature > 0 else 1.0
 
 
+def needs_embeddings(recipe: Recipe) -> bool:
+    """Think-span embeddings feed CARE's hard-negative selection only; GRPO / Dr. GRPO rollouts skip
+    that extra forward pass and write empty ``embedding`` lists."""
+    return recipe.algorithm.name == "care"
+
+
 def round_seed(seed: int, round_index: int, salt: int = 0) -> int:
     """Deterministic per-round seed (independent of how many rounds ran in this process)."""
     return int((seed * 1_000_003 + round_index * 7_919 + salt) % (2**31 - 1))
@@ -317,8 +323,11 @@ def run_rollout(recipe: Recipe, model_path: str | None, data_dir: str | Path, ou
     rows_all = [r for _, _, rows in groups for r in rows]
     mm_all = [req.mm_inputs for _, req, rows in groups for _ in rows]
     gen_seconds, gen_tokens = engine.generate_seconds, engine.generated_tokens
-    if rows_all:
+    if rows_all and needs_embeddings(recipe):
         _embed_rows(model, rows_all, mm_all, recipe, pad_id)
+    else:
+        for r in rows_all:
+            r["embedding"] = []
 
     metrics: dict[str, Any] = {}
     rgr_rows: list[dict[str, Any]] = []

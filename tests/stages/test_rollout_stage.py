@@ -71,6 +71,36 @@ def test_rollout_rows(setup, tmp_path):
     assert {r["group_id"].split("@")[0] for r in pq.read_table(tmp_path / "r2.parquet").to_pylist()} != {g.split("@")[0] for g in groups}
 
 
+
+def test_grpo_rollouts_skip_the_embedding_pass(setup, tmp_path, monkeypatch):
+    """Only CARE reads think-span embeddings: a GRPO rollout writes empty ones and never runs the
+    extra forward, and its sampled rows are otherwise the CARE rollout's (same seed)."""
+    from care_core.stages import rollout as rollout_stage
+
+    recipe, model_dir, data, overrides = setup
+    care_rows = pq.read_table(run_rollout_path(recipe, model_dir, data, tmp_path / "care.parquet")).to_pylist()
+    calls = {"n": 0}
+    original = rollout_stage._embed_rows
+
+    def counted(*args, **kwargs):
+        calls["n"] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(rollout_stage, "_embed_rows", counted)
+    grpo = build_recipe({**overrides, "algorithm": {"name": "grpo"}})
+    grpo_rows = pq.read_table(run_rollout_path(grpo, model_dir, data, tmp_path / "grpo.parquet")).to_pylist()
+    assert calls["n"] == 0
+    assert all(r["embedding"] == [] for r in grpo_rows)
+    care_sampled = [r for r in care_rows if r["source"] == "rollout"]
+    assert [r["response_ids"] for r in grpo_rows] == [r["response_ids"] for r in care_sampled]
+    assert [r["old_logprobs"] for r in grpo_rows] == [r["old_logprobs"] for r in care_sampled]
+    assert all(len(r["embedding"]) > 0 for r in care_sampled)
+
+
+def run_rollout_path(recipe, model_dir, data, path):
+    run_rollout(recipe, model_dir, data, path, round_index=5)
+    return path
+
 def test_rollout_logprobs_match_update_forward(setup, tmp_path):
     """The update stage re-encodes images from the stored bytes: its teacher-forced log-probs must
     equal the rollout's sampling log-probs."""
