@@ -51,14 +51,17 @@ def measure(cmd: list[str], interval: float, cwd: Path) -> dict[str, Any]:
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     start = time.perf_counter()
-    child = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    proc = psutil.Process(child.pid)
-    peak, samples = 0, 0
-    while child.poll() is None:
-        peak = max(peak, tree_rss(proc))
-        samples += 1
-        time.sleep(interval)
-    output = child.stdout.read() if child.stdout else ""
+    # The child's output goes to a file, not a pipe: an unread pipe fills up (64 KiB) and blocks the child.
+    with tempfile.TemporaryFile(mode="w+") as log:
+        child = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, text=True)
+        proc = psutil.Process(child.pid)
+        peak, samples = 0, 0
+        while child.poll() is None:
+            peak = max(peak, tree_rss(proc))
+            samples += 1
+            time.sleep(interval)
+        log.seek(0)
+        output = log.read()
     wall = time.perf_counter() - start
     max_single_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return {"cmd": " ".join(cmd), "returncode": child.returncode, "wall_s": wall, "peak_tree_mib": peak / 2**20,
