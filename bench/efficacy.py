@@ -98,6 +98,37 @@ def evaluate(recipe: Recipe, model: str, out_dir: Path, data_dir: Path) -> dict[
     return run_evaluate(recipe, model, out_dir, data_dir=data_dir)
 
 
+def swap_images_within_source(table: Any, seed: int = 0) -> Any:
+    """Copy of an example table whose images are permuted among rows of the same ``data_source``
+    (a control: accuracy that survives the swap does not come from reading the image)."""
+    import random
+
+    import pyarrow as pa
+
+    images = table.column("images").to_pylist()
+    sources = table.column("data_source").to_pylist()
+    order = list(range(len(images)))
+    rng = random.Random(seed)
+    for source in sorted(set(sources)):
+        rows = [i for i, s in enumerate(sources) if s == source]
+        shuffled = rows[:]
+        rng.shuffle(shuffled)
+        for row, src in zip(rows, shuffled, strict=True):
+            order[row] = src
+    column = pa.array([images[i] for i in order], type=table.schema.field("images").type)
+    return table.set_column(table.schema.get_field_index("images"), "images", column)
+
+
+def swapped_image_accuracy(recipe: Recipe, model: str, data_dir: Path, out_dir: Path) -> float:
+    """Held-out accuracy of ``model`` when every item gets another item's image (same source)."""
+    import pyarrow.parquet as pq
+
+    swapped = out_dir / "data"
+    swapped.mkdir(parents=True, exist_ok=True)
+    pq.write_table(swap_images_within_source(pq.read_table(data_dir / "test.parquet")), swapped / "test.parquet")
+    return evaluate(recipe, model, out_dir / "eval", swapped)["metrics"]["eval/synthetic/accuracy"]
+
+
 def train_arm(recipe: Recipe, arm: str, seed: int, sft_dir: Path, sft_acc: float, data_dir: Path, run_dir: Path,
               tracker: Any | None) -> dict[str, Any]:
     """R rounds of rollout -> advantage -> update from the SFT checkpoint; evals every ``eval_every``."""
@@ -297,7 +328,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     sft_metrics = cold_start(base, data_dir, sft_dir)
     sft_eval = evaluate(base, str(sft_dir), work / "eval-sft", data_dir)
     sft_acc = sft_eval["metrics"]["eval/synthetic/accuracy"]
-    logger.info("SFT checkpoint: held-out accuracy %.3f (%s)", sft_acc, sft_metrics)
+    sft_swapped = swapped_image_accuracy(base, str(sft_dir), data_dir, work / "eval-sft-swapped-images")
+    logger.info("SFT checkpoint: held-out accuracy %.3f, with images swapped within each source %.3f (%s)",
+                sft_acc, sft_swapped, sft_metrics)
 
     tracker = None
     if not args.no_tracking:
@@ -344,14 +377,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
              f"max {b.rollout.max_new_tokens} new tokens, lr {b.optim.lr}; seeds {args.seeds}; "
              f"total wall {time.perf_counter() - t_start:.0f} s")
     diag = diagnostics_table(results, args.arms)
-    md = f"## Setup\n\n{setup}\n\n## Held-out accuracy\n\n{table}\n## Diagnostics (first -> last round)\n\n{diag}\n## RGR repair success (cue vs no cue)\n\n" + "\n".join(rgr_lines) + "\n"
+    control = (f"Image control: the SFT checkpoint scores {100 * sft_swapped:.1f}% when each held-out item gets another "
+               f"item's image of the same source (vs {100 * sft_acc:.1f}% with its own).\n\n")
+    md = f"## Setup\n\n{setup}\n\n## Held-out accuracy\n\n{control}{table}\n## Diagnostics (first -> last round)\n\n{diag}\n## RGR repair success (cue vs no cue)\n\n" + "\n".join(rgr_lines) + "\n"
     (work / "summary.md").write_text(md)
-    summary = {"setup": setup, "sft_accuracy": sft_acc, "sft_metrics": sft_metrics, "results": results, "rgr": rgr,
+    summary = {"setup": setup, "sft_accuracy": sft_acc, "sft_swapped_image_accuracy": sft_swapped, "sft_metrics": sft_metrics, "results": results, "rgr": rgr,
                "table_md": table, "wall_s": time.perf_counter() - t_start}
     (work / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     if tracker:
         with tracker.start_run(base, run_name="summary", tags={"arm": "summary"}):
-            tracker.log_metrics({"sft/accuracy": sft_acc})
+            tracker.log_metrics({"sft/accuracy": sft_acc, "sft/swapped_image_accuracy": sft_swapped})
             for arm in args.arms:
                 accs = [r["final_accuracy"] for r in results if r["arm"] == arm]
                 mean, std = _mean_std(accs)

@@ -35,3 +35,19 @@ def test_an_arm_with_another_budget_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(eff, "REPO", tmp_path)
     with pytest.raises(ValueError, match=r"care\.yaml: section 'train' differs"):
         eff.load_arms(["grpo", "care"], [])
+
+
+def test_image_swap_control_permutes_within_each_source():
+    import pyarrow as pa
+
+    eff = _efficacy()
+    sources = ["a", "b", "a", "a", "b", "c"]
+    images = [[{"bytes": bytes([i]), "path": f"{i}.png"}] for i in range(len(sources))]
+    table = pa.table({"id": [str(i) for i in range(6)], "data_source": sources, "images": images})
+    swapped = eff.swap_images_within_source(table, seed=3)
+    got = [row[0]["bytes"][0] for row in swapped.column("images").to_pylist()]
+    assert sorted(got) == list(range(6))  # a permutation: nothing lost or duplicated
+    assert all(sources[g] == sources[i] for i, g in enumerate(got))  # each image stays in its source
+    assert got != list(range(6))  # and the rows really moved
+    assert swapped.column("id").to_pylist() == table.column("id").to_pylist()
+    assert swapped.schema == table.schema
