@@ -371,6 +371,7 @@ def validate(recipe: Recipe, origin: str = "<recipe>") -> Recipe:
         ("optim.lr", recipe.optim.lr > 0, "must be > 0"),
         ("train.rounds", recipe.train.rounds >= 0, "must be >= 0"),
         ("train.micro_batch_size", recipe.train.micro_batch_size >= 1, "must be >= 1"),
+        ("train.sft.warmup_steps", recipe.train.sft.warmup_steps >= 0, "must be >= 0"),
         ("train.distributed.zero_stage", recipe.train.distributed.zero_stage in (0, 1, 2, 3), "must be 0-3"),
     ]
     for key, ok, message in checks:

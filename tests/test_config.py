@@ -79,6 +79,7 @@ def test_list_items_are_typed_and_indexable() -> None:
         ("algorithm:\n  care:\n    K: 8\n    M: 6\n", [], "algorithm.care.M"),
         ("", ["loss.kl.type=k9"], "loss.kl.type"),
         ("", ["algorithm.care.rgr.train_on=everything"], "algorithm.care.rgr.train_on"),
+        ("", ["train.sft.warmup_steps=-1"], "train.sft.warmup_steps"),
         ("data:\n  sources:\n    - name: x\n      colour: red\n", [], "colour"),
         ("", ["novalue"], "key=value"),
     ],
