@@ -81,7 +81,10 @@ def ppo_clip_token_loss(
     unclipped = -token_adv * ratio
     clipped = -token_adv * ratio.clamp(1.0 - eps_low, 1.0 + eps_high)
     loss = torch.maximum(unclipped, clipped)
-    clip_active = clipped > unclipped
+    # The clipped term wins exactly when the ratio is outside the trust region on the advantage's side.
+    # Decided from signs and the ratio, not by comparing the two products, which underflow to equal
+    # values for tiny (subnormal) advantages.
+    clip_active = ((token_adv < 0) & (ratio < 1.0 - eps_low)) | ((token_adv > 0) & (ratio > 1.0 + eps_high))
     if dual_clip is None:
         return loss, ratio, clip_active, torch.zeros_like(clip_active)
     cap = -token_adv * dual_clip

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -36,6 +36,8 @@ def closed_form(logp: float, old: float, a: float, el: float, eh: float, c: floa
     eh=st.sampled_from([0.2, 0.28, 0.3]),
     c=st.sampled_from([None, 3.0, 10.0]),
 )
+@example(  # found by CI: a subnormal negative advantage, r = e^-0.5 < 1 - eps_low; both products underflow alike
+    x=np.full((3, 5), -2.5), y=np.full((3, 5), -2.0), a=np.full((3, 5), -5e-324), el=0.1, eh=0.2, c=None)
 def test_clip_matches_closed_form(x, y, a, el, eh, c) -> None:
     loss, ratio, clip_active, dual = ppo_clip_token_loss(torch.tensor(x), torch.tensor(y), torch.tensor(a), el, eh, c)
     expected = np.vectorize(lambda p, o, adv: closed_form(p, o, adv, el, eh, c))(x, y, a)
