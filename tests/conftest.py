@@ -24,6 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from hypothesis import Phase, Verbosity, settings
+
+# Property tests: CI runs the "ci" profile (derandomized, no example database, the failing example
+# printed as a reproducible blob), so a correct submission never fails by chance. Local runs use
+# "dev" (random search, which is how new counterexamples get found). Select with HYPOTHESIS_PROFILE.
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True, verbosity=Verbosity.normal)
+settings.register_profile("dev", print_blob=True)
+settings.register_profile("debug", print_blob=True, verbosity=Verbosity.verbose, phases=list(Phase))
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 VENV_BIN = Path(sys.executable).parent
 ACCESS_KEY = "care-test-access"

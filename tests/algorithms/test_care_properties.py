@@ -227,13 +227,17 @@ def test_hard_negatives_are_farthest_first_of_nearest_pool(emb, fail_bits, K, ex
     dist = (1 - en @ en.T).tolist()
     d_anchor = (1 - en @ an).tolist()
     expected = brute_hard_negatives(d_anchor, dist, [i for i in range(len(e)) if fail[i]], K, K + extra)
-    # integer embeddings give exact ties; numpy vs torch rounding could split them differently, so
-    # compare exactly when no near-tie exists, else compare the pick sets' distance profiles
-    vals = sorted(d_anchor[i] for i in range(len(e)) if fail[i])
-    near_tie = any(0 < abs(x - y) < 1e-9 for x, y in zip(vals, vals[1:], strict=False))
+    # integer embeddings give exact ties, and numpy and torch round the same distance differently,
+    # so an exact tie in either the anchor distances or the farthest-first maximin values can split
+    # two ways. Those ties have measure zero: compare picks exactly only when no two candidate values
+    # lie within 1e-9 of each other; otherwise check only the count and that every pick is a failure.
+    fails = [i for i in range(len(e)) if fail[i]]
+    values = sorted([d_anchor[i] for i in fails] + [dist[i][j] for i in fails for j in fails if i < j])
+    near_tie = any(abs(x - y) < 1e-9 for x, y in zip(values, values[1:], strict=False))
+    assert len(picks) == len(expected) == min(K, K + extra, len(fails))
+    assert set(picks) <= set(fails)
     if not near_tie:
-        assert len(picks) == len(expected) == min(K, K + extra, int(fail.sum()))
-        assert picks == expected or sorted(round(d_anchor[i], 9) for i in picks) == sorted(round(d_anchor[i], 9) for i in expected)
+        assert picks == expected
     # batched primitive on the identical distances must agree exactly with the brute force
     d_t = torch.tensor(dist)[None]
     bp, kp = hard_negatives_from_distances(torch.tensor(d_anchor)[None], d_t, torch.tensor(fail)[None], K, K + extra)
