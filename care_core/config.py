@@ -485,3 +485,9 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def s_refl(care: CareConfig) -> float:
     """Reflection scale; defaults to s / 2."""
     return care.s / 2 if care.s_refl is None else care.s_refl
+
+
+def policy_temperature(recipe: Recipe) -> float:
+    """The temperature the policy's log-probs are computed at, in rollout and update alike (verl):
+    ``rollout.temperature``, or 1.0 for greedy decoding (``rollout.temperature == 0``)."""
+    return recipe.rollout.temperature if recipe.rollout.temperature > 0 else 1.0

@@ -31,7 +31,7 @@ def update(
     reference_path = reference.path if reference else None
     state_path = state.path if state else None
     if recipe.train.distributed.nodes > 1:
-        from pipelines.trainjob import run_update_trainjob
+        from care_core.trainjob import run_update_trainjob
 
         result = run_update_trainjob(
             recipe, kfp_run_id, int(round_index), model_path, rollouts_path, updated.path, reference_path, state_path

@@ -28,18 +28,14 @@ from kfp import dsl
 from kfp import kubernetes as k8s
 
 from care_core.config import Recipe, recipe_to_yaml
+from care_core.constants import MLFLOW_SECRET_KEYS, ROUND_STAGES, S3_SECRET_KEYS, STAGES
 from components import make_component
 from pipelines.params import PipelineParam, pipeline_params
 
 log = logging.getLogger(__name__)
 
-STAGES = ("ingest", "sft", "rollout", "advantage", "update", "evaluate")
-ROUND_STAGES = ("rollout", "advantage", "update")
 GPU_STAGES = ("sft", "rollout", "update", "evaluate")
-RL_STAGES = ("rollout", "advantage", "update")  # never cached: each round samples anew
 WORKSPACE_MOUNT = "/workspace"
-S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL_S3")
-MLFLOW_SECRET_KEYS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 _TYPE_NAMES = {str: "str", int: "int", float: "float", bool: "bool", list: "list", dict: "dict"}
 _counter = itertools.count()
 
@@ -159,7 +155,7 @@ def build_pipeline(
 
         def add(stage: str, name: str, **kwargs: Any) -> dsl.PipelineTask:
             task = comps[stage](recipe_yaml=recipe_yaml, kfp_run_id=run_id, **kwargs).set_display_name(name)
-            if stage in RL_STAGES:
+            if stage in ROUND_STAGES:  # never cached: each round samples anew
                 task.set_caching_options(False)
             if platform:
                 _apply_platform(task, stage, recipe, workspace)

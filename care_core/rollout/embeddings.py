@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from care_core.training.forward import SequenceItem, pack, response_logprobs, span_mean_embeddings
+from care_core.models.forward import SequenceItem, pack, response_logprobs, span_mean_embeddings
 
 
 @torch.no_grad()

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from care_core.models.forward import vision_token_ids, with_mm_token_types
 from care_core.rollout.base import GenerationRequest, Sample, SamplingSettings
-from care_core.training.forward import vision_token_ids, with_mm_token_types
 
 logger = logging.getLogger(__name__)
 

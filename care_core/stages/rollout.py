@@ -21,19 +21,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from care_core.config import Recipe
+from care_core.config import Recipe, policy_temperature
+from care_core.models.forward import SequenceItem
 from care_core.rollout import GenerationRequest, Sample, SamplingSettings, make_engine
 from care_core.rollout.embeddings import embed_and_score
 from care_core.rollout.rgr import GroupView, assemble_repair, build_repair_prefix, repair_cue, repair_target
 from care_core.schema import SchemaError, read_examples, write_rollouts
-from care_core.training.forward import SequenceItem
 
 logger = logging.getLogger(__name__)
-
-
-def policy_temperature(recipe: Recipe) -> float:
-    """Temperature the policy's log-probs are computed at, in rollout and update alike (verl)."""
-    return recipe.rollout.temperature if recipe.rollout.temperature > 0 else 1.0
 
 
 def needs_embeddings(recipe: Recipe) -> bool:

@@ -1,4 +1,4 @@
-"""RL update machinery: teacher-forced forward passes, the PPO loop, AdamW/schedule, checkpoints,
+"""RL update machinery: the PPO loop, AdamW/schedule, checkpoints,
 and the DeepSpeed ZeRO runner."""
 
 from care_core.training.checkpoint import ResumePoint, commit_round, find_resume

@@ -23,7 +23,8 @@ import torch.nn.functional as F
 
 from care_core.algorithms.losses import aggregate_loss, kl_penalty, ppo_clip_loss
 from care_core.algorithms.region import token_advantages
-from care_core.training.forward import SequenceItem, pack, response_logprobs
+from care_core.config import policy_temperature
+from care_core.models.forward import SequenceItem, pack, response_logprobs
 
 POSITIVE_ROLES = ("anchor", "rgr_positive", "pseudo_anchor")
 
@@ -69,8 +70,6 @@ class PPOSettings:
 
 def settings_from_recipe(recipe: Any, pad_id: int = 0) -> PPOSettings:
     """Map recipe keys to ``PPOSettings``; region weighting applies to CARE only (GRPO broadcasts A)."""
-    from care_core.stages.rollout import policy_temperature
-
     care = recipe.algorithm.care
     return PPOSettings(
         eps_low=recipe.loss.eps_low,

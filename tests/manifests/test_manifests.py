@@ -14,8 +14,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from pipelines.care_pipeline import MLFLOW_SECRET_KEYS, S3_SECRET_KEYS
-from pipelines.trainjob import RUNTIME_NAME
+from care_core.constants import MLFLOW_SECRET_KEYS, S3_SECRET_KEYS
+from care_core.trainjob import RUNTIME_NAME
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from care_core.config import load_recipe
 from care_core.storage import download_file, exists, upload
-from pipelines.trainjob import (
+from care_core.trainjob import (
     GROUP,
     PLURAL,
     VERSION,
@@ -50,7 +50,7 @@ def test_trainjob_object_is_valid():
     assert trainer["resourcesPerNode"] == {"limits": {"nvidia.com/gpu": 8}}
     assert trainer["image"] == recipe.kubernetes.gpu_image
     args = trainer["args"]
-    assert args[:3] == ["python", "-m", "pipelines.trainjob"]
+    assert args[:3] == ["python", "-m", "care_core.trainjob"]
     assert dict(zip(args[3::2], args[4::2], strict=True)) == {
         "--out": "s3://b/r/out", "--recipe": inputs["recipe"], "--model": inputs["model"], "--rollouts": inputs["rollouts"],
     }  # fmt: skip
@@ -106,7 +106,7 @@ def test_wait_streams_status_and_returns_on_complete(caplog):
     complete = {"type": "Complete", "status": "True", "reason": "JobsCompleted", "message": "done"}
     api = FakeCustomObjectsApi([[], [CREATED], [CREATED], [CREATED, complete]])
     sleeps: list[float] = []
-    with caplog.at_level(logging.INFO, logger="pipelines.trainjob"):
+    with caplog.at_level(logging.INFO, logger="care_core.trainjob"):
         wait_for_trainjob(api, "j", "ns", poll_s=3, sleep=sleeps.append)
     assert api.gets == 4 and sleeps == [3, 3, 3]
     logged = [r.getMessage() for r in caplog.records]
@@ -164,7 +164,7 @@ def test_trainjob_needs_an_s3_artifact_root(tmp_path):
 
 
 def test_torch_env_from_mpi(tmp_path):
-    from pipelines.trainjob import torch_env_from_mpi
+    from care_core.trainjob import torch_env_from_mpi
 
     hostfile = tmp_path / "hostfile"
     hostfile.write_text("care-update-x-launcher-0.care slots=8\ncare-update-x-node-0.care slots=8\n")

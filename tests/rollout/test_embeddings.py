@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from care_core.models.forward import SequenceItem
 from care_core.rewards import find_spans_tokens
 from care_core.rollout.embeddings import embed_and_score
 from care_core.stages.rollout import encode_requests
-from care_core.training.forward import SequenceItem
 
 
 def _ids(tokenizer, text):

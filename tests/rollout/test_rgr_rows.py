@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from care_core.config import build_recipe
+from care_core.models.forward import SequenceItem, pack, response_logprobs
 from care_core.rollout.base import Sample
 from care_core.rollout.hf_engine import HFEngine
 from care_core.stages.rollout import _build_group_rows, _embed_rows, _RowBuilder, encode_requests, run_rgr
-from care_core.training.forward import SequenceItem, pack, response_logprobs
 
 
 def _group(processor, example, request, builder, texts, recipe):

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from care_core.config import build_recipe
+from care_core.models.forward import SequenceItem, pack, response_logprobs
 from care_core.schema import ROLLOUT_SCHEMA, read_rollouts
 from care_core.stages.rollout import run_rollout, sample_prompt_indices
-from care_core.training.forward import SequenceItem, pack, response_logprobs
 
 
 @pytest.fixture(scope="module")

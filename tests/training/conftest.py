@@ -44,8 +44,8 @@ def make_rows(processor, model, specs, group="g0"):
     """
     import torch
 
+    from care_core.models.forward import SequenceItem, pack, response_logprobs
     from care_core.rewards import find_spans_tokens
-    from care_core.training.forward import SequenceItem, pack, response_logprobs
 
     tok = processor.tokenizer
     prompt = tok("<|im_start|>user\nHow many red squares?<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]

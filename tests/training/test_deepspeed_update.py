@@ -36,8 +36,8 @@ def test_ds_config_and_launch_command():
 def _give_image(rows, indices, micro_policy, examples, recipe):
     """Put an image into the prompt of ``rows[indices]`` (one group): ranks then see image and
     text-only micro-batches, the case where ZeRO's gradient reductions must still line up."""
+    from care_core.models.forward import SequenceItem, pack, response_logprobs
     from care_core.stages.rollout import encode_requests
-    from care_core.training.forward import SequenceItem, pack, response_logprobs
 
     model, processor = micro_policy
     request = encode_requests(processor, examples[:1], recipe.data, with_images=False)[0]

@@ -10,9 +10,9 @@ from conftest import make_rows
 
 from care_core.config import build_recipe
 from care_core.models import load_policy
+from care_core.models.forward import SequenceItem, pack, response_logprobs
 from care_core.schema import write_rollouts
 from care_core.stages.update import run_update
-from care_core.training.forward import SequenceItem, pack, response_logprobs
 
 
 def _recipe(**train):

@@ -2,7 +2,7 @@
 
 With ``train.distributed.nodes > 1`` the update component does not train in its own pod. It uploads
 its inputs to the S3 artifact root, creates a ``TrainJob`` (runtime ``care-deepspeed``, see
-``manifests/base/trainer``) whose ranks run ``python -m pipelines.trainjob`` (download inputs, call
+``manifests/base/trainer``) whose ranks run ``python -m care_core.trainjob`` (download inputs, call
 ``care_core.stages.update.run_update``, rank 0 uploads the updated model and ``metrics.json``), waits
 while logging every status change, and raises ``TrainJobFailed`` with the job's own message.
 """
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from care_core.config import Recipe, recipe_to_yaml
+from care_core.constants import MLFLOW_SECRET_KEYS, S3_SECRET_KEYS
 from care_core.storage import download_dir, download_file, is_s3, join, upload
 
 log = logging.getLogger(__name__)
@@ -72,12 +73,10 @@ def build_trainjob(
 
     ``inputs``: ``recipe``, ``rollouts`` and optionally ``model``, ``reference``, ``state`` -> S3 URIs.
     """
-    from pipelines.care_pipeline import MLFLOW_SECRET_KEYS, S3_SECRET_KEYS
-
     dist = recipe.train.distributed
     kube = recipe.kubernetes
     gpus = int(kube.gpus.get("update", 0))
-    args = ["python", "-m", "pipelines.trainjob", "--out", out_uri]
+    args = ["python", "-m", "care_core.trainjob", "--out", out_uri]
     for key in ("recipe", "model", "rollouts", "reference", "state"):
         if inputs.get(key):
             args += [f"--{key}", inputs[key]]
@@ -233,7 +232,7 @@ def worker_main(argv: list[str] | None = None) -> int:
     from care_core.config import load_recipe
     from care_core.stages.update import run_update
 
-    parser = argparse.ArgumentParser(prog="python -m pipelines.trainjob")
+    parser = argparse.ArgumentParser(prog="python -m care_core.trainjob")
     for flag in ("recipe", "rollouts", "out"):
         parser.add_argument(f"--{flag}", required=True)
     for flag in ("model", "reference", "state"):
