@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +40,41 @@ def resolve_model_path(model_cfg: Any, cache_dir: str | None = None) -> str:
     return str(ensure_tiny_vlm(spec, cache_dir or model_cfg.cache_dir or DEFAULT_CACHE_DIR))
 
 
+def looks_local(path: str) -> bool:
+    """True for a reference that names a folder on disk rather than a hub id (``org/name``): absolute,
+    ``./``-, ``../``- or ``~``-relative, more than two segments, or an ``org/name`` whose ``org`` is a folder."""
+    if path.startswith(("/", "./", "../", "~", ".\\")) or path in (".", "..") or "\\" in path:
+        return True
+    parts = [p for p in path.split("/") if p]
+    return len(parts) > 2 or path.endswith("/") or (len(parts) == 2 and Path(parts[0]).is_dir())
+
+
+def check_model_path(path: str | Path, what: str = "model") -> None:
+    """Refuse a local-looking model reference that is no HF model folder, before anything is loaded.
+
+    Raises ``ModelPathError`` naming the path: a missing folder is never looked up on the hub."""
+    from care_core.errors import ModelPathError
+
+    ref = str(path)
+    if ref.startswith(TINY_SCHEME):
+        return
+    local = Path(ref).expanduser()
+    if local.exists():
+        if not local.is_dir():
+            raise ModelPathError(f"{what} path is a file, not a model folder", ref)
+        if not (local / "config.json").is_file():
+            raise ModelPathError(f"{what} folder has no config.json (not a saved HF model)", ref)
+        return
+    if looks_local(ref):
+        raise ModelPathError(f"{what} folder does not exist (a local path is not looked up on the model hub)", ref)
+
+
 def _resolve(path: str, cache_dir: str | None) -> str:
     if path.startswith(TINY_SCHEME):
         spec = TinySpec(preset=parse_tiny_uri(path))
         return str(ensure_tiny_vlm(spec, cache_dir or DEFAULT_CACHE_DIR))
-    return path
+    check_model_path(path)
+    return str(Path(path).expanduser()) if path.startswith("~") else path
 
 
 def _model_type(path: str) -> str:
@@ -51,8 +82,10 @@ def _model_type(path: str) -> str:
     if config_file.is_file():
         try:
             return str(json.loads(config_file.read_text())["model_type"])
-        except (KeyError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{config_file}: cannot read field 'model_type': {exc}") from None
+        except (KeyError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            from care_core.errors import FileFault
+
+            raise FileFault(f"cannot read field 'model_type': {type(exc).__name__}: {exc}", str(config_file)) from None
     return str(AutoConfig.from_pretrained(path).model_type)
 
 
@@ -103,9 +136,30 @@ def load_policy(
         raise ValueError(f"model.dtype={dtype!r} is not one of {sorted(DTYPES)}")
     path = _resolve(path_or_id, cache_dir)
     processor = load_processor(path)
-    model = AutoModelForImageTextToText.from_pretrained(path, dtype=DTYPES[dtype], attn_implementation=attn_implementation)
+    from care_core.errors import file_fault
+
+    with file_fault(path, "cannot load the model weights"):
+        model = AutoModelForImageTextToText.from_pretrained(path, dtype=DTYPES[dtype], attn_implementation=attn_implementation)
     if device is not None:
         model.to(device)
     model.eval()
     logger.info("loaded %s from %s (%d params)", type(model).__name__, path, sum(p.numel() for p in model.parameters()))
     return model, processor
+
+
+def save_policy(model: torch.nn.Module, processor: Any, out_dir: str | Path, state_dict: dict | None = None) -> Path:
+    """Save ``model`` (+ ``processor``) as an HF folder at ``out_dir``, atomically.
+
+    Everything is written to a private sibling folder and renamed in when complete
+    (``care_core.fsio.publish_dir``): a crash leaves ``out_dir`` as it was, never half-written."""
+    from care_core.fsio import publish_dir, staging_dir
+
+    out_dir = Path(out_dir)
+    tmp = staging_dir(out_dir)
+    try:
+        model.save_pretrained(tmp, state_dict=state_dict)
+        processor.save_pretrained(tmp)
+        publish_dir(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir

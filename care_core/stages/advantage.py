@@ -104,6 +104,10 @@ def _read_rows(table: pa.Table, where: str, need_embeddings: bool) -> _Rows:
     accuracy = table.column("accuracy").to_numpy().astype(np.float64)
     fmt = pc.fill_null(table.column("format"), 0.0).to_numpy().astype(np.float64)
     check.fail_if(~np.isfinite(reward), "reward", "is NaN or infinite")
+    # r = (1 - lam) * accuracy + lam * format with all three in [0, 1] (care_core.rewards.reward)
+    out_of_range = (reward < 0) | (reward > 1)
+    first = f"{reward[out_of_range][0]:g}" if out_of_range.any() else ""
+    check.fail_if(out_of_range, "reward", f"is {first}, outside the verifier's range [0, 1]")
     check.fail_if(~np.isfinite(accuracy), "accuracy", "is NaN or infinite")
     check.fail_if((accuracy < 0) | (accuracy > 1), "accuracy", "must lie in [0, 1]")
 

@@ -106,9 +106,9 @@ def run_sft(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, model_pat
     trainer = Trainer(model=model, args=args, train_dataset=_Rows(rows), data_collator=collate, callbacks=[_Losses()])
     result = trainer.train()
     model.eval()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
+    from care_core.models.loading import save_policy
+
+    save_policy(model, processor, out_dir)  # atomic: out_dir appears complete or not at all
     metrics = {
         "sft/train_loss": float(result.training_loss),
         "sft/first_logged_loss": losses[0] if losses else math.nan,

@@ -9,6 +9,13 @@ computes reference log-probs, trains (``care_core.training.ppo``) and writes the
 continue AdamW moments and the LR schedule across rounds; it is never modified, so every round's
 output is an immutable checkpoint.
 
+Safety (docs/reliability.md): the rollouts are read and checked (empty file, non-finite
+advantage/reward/log-prob: a named error) before any model is loaded; a non-finite loss or gradient
+norm stops the update before the optimizer step (``NonFiniteUpdateError``); the stage chooses to
+STOP, never to skip a step. ``out_dir`` may not be, or contain, the input model, the reference or
+the state folder. Everything is built in a private sibling folder and renamed to ``out_dir`` when
+complete, so a failed or killed update leaves ``out_dir`` as it was.
+
 ``train.distributed.backend: deepspeed`` runs the same loop under DeepSpeed ZeRO in
 ``procs_per_node`` processes launched by torchrun/deepspeed (``care_core.training.deepspeed_runner``);
 this module is the worker entry point (``python -m care_core.stages.update --worker SPEC``).
@@ -20,8 +27,10 @@ import argparse
 import json
 import logging
 import math
+import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +74,12 @@ def read_update_rows(rollouts_path: str | Path) -> tuple[list[TrainRow], dict[st
     for col in ("advantage", "role"):
         if col not in table.column_names:
             raise SchemaError(f"{rollouts_path}: missing column {col!r}; run the advantage stage on the rollouts first")
+    if table.num_rows == 0:
+        raise SchemaError(f"{rollouts_path}: no rollout rows to train on")
+    if "reward" in table.column_names:
+        for i, value in enumerate(table.column("reward").to_pylist()):
+            if value is not None and not math.isfinite(value):
+                raise SchemaError(f"{rollouts_path} row {i}: field 'reward' is {value} (NaN or infinite)")
     records = table.to_pylist()
     images: dict[str, list[dict[str, Any]]] = {}
     for r in records:
@@ -143,37 +158,67 @@ def configure_trainable(model: torch.nn.Module, recipe: Recipe) -> None:
 
 
 def _save_model(model: torch.nn.Module, processor: Any, out_dir: Path, state_dict: dict | None = None) -> None:
+    """Write into the update's private staging folder (published as a whole by ``run_update``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, state_dict=state_dict)
     processor.save_pretrained(out_dir)
 
 
-def _plain_update(recipe: Recipe, model_path: str, rollouts_path: str, out_dir: Path, reference_path: str,
-                  state_dir: str | None) -> dict[str, Any]:
+@dataclass
+class PreparedUpdate:
+    """A loaded policy with its checked rows, ready for ``train_on_rows``."""
+
+    model: torch.nn.Module
+    processor: Any
+    pad_id: int
+    rows: list[TrainRow]
+    mm_for: Callable[[TrainRow], dict[str, torch.Tensor]]
+    prep: dict[str, float]
+
+
+def load_and_prepare(recipe: Recipe, model_path: str, rollouts_path: str, reference_path: str) -> PreparedUpdate:
+    """The one load path of both backends: read + check the rows (before loading any model), seed,
+    load the policy, attach old/reference log-probs, freeze/checkpoint as configured."""
     from care_core.models import load_policy
 
+    rows, images = read_update_rows(rollouts_path)
     torch.manual_seed(recipe.train.seed)
     model, processor = load_policy(model_path, dtype=recipe.model.dtype, attn_implementation=recipe.model.attn_implementation,
                                    cache_dir=recipe.model.cache_dir)
     pad_id = int(processor.tokenizer.pad_token_id or 0)
-    rows, images = read_update_rows(rollouts_path)
-    if not rows:
-        raise SchemaError(f"{rollouts_path}: no rollout rows to train on")
     mm_for = make_mm_lookup(processor, images, recipe.data, str(rollouts_path))
     prep = prepare_rows(recipe, model, rows, mm_for, reference_path, pad_id)
     configure_trainable(model, recipe)
-    optimizer = build_optimizer(model.parameters(), recipe.optim)
+    return PreparedUpdate(model, processor, pad_id, rows, mm_for, prep)
+
+
+def _plain_update(recipe: Recipe, model_path: str, rollouts_path: str, out_dir: Path, reference_path: str,
+                  state_dir: str | None) -> dict[str, Any]:
+    p = load_and_prepare(recipe, model_path, rollouts_path, reference_path)
+    optimizer = build_optimizer(p.model.parameters(), recipe.optim)
     scheduler = build_scheduler(optimizer, recipe.optim, total_optimizer_steps(recipe))
     state_file = resolve_state_file(state_dir)
     start_step = load_optim_state(state_file, optimizer, scheduler) if state_file else 0
-    backend = PlainBackend(model, optimizer, scheduler, recipe.optim.grad_clip)
-    cfg = settings_from_recipe(recipe, pad_id)
+    backend = PlainBackend(p.model, optimizer, scheduler, recipe.optim.grad_clip)
+    cfg = settings_from_recipe(recipe, p.pad_id)
     t0 = time.perf_counter()
-    history, n_steps = train_on_rows(backend, rows, mm_for, cfg, start_step=start_step)
+    history, n_steps = train_on_rows(backend, p.rows, p.mm_for, cfg, start_step=start_step)
     train_s = time.perf_counter() - t0
-    _save_model(model, processor, out_dir)
+    _save_model(p.model, p.processor, out_dir)
     save_optim_state(out_dir / TRAINER_STATE, optimizer, scheduler, start_step + n_steps)
-    return _metrics(history, prep, train_s, rows, start_step + n_steps, backend="plain")
+    return _metrics(history, p.prep, train_s, p.rows, start_step + n_steps, backend="plain")
+
+
+def check_output_dir(out_dir: Path, inputs: dict[str, str | Path | None]) -> None:
+    """Refuse an ``out_dir`` that is, or contains, one of the (local) input folders/files."""
+    out = out_dir.resolve()
+    for flag, value in inputs.items():
+        if not value or not Path(value).exists():
+            continue  # a hub id or tiny:// id
+        src = Path(value).resolve()
+        if src == out or out in src.parents:
+            raise ValueError(f"--out {out_dir} would overwrite the input {flag} {value}; "
+                             "the update never modifies its inputs: choose a new output folder")
 
 
 def _metrics(history: list[dict[str, float]], prep: dict[str, float], train_s: float, rows: list[TrainRow], global_step: int,
@@ -205,31 +250,42 @@ def run_update(
     """Train the policy on one round's rollouts; write the new policy and optimizer state to ``out_dir``.
 
     ``model_path`` None: the recipe's base model; ``reference_path`` None: the starting policy."""
+    from care_core.fsio import publish_dir, staging_dir
+
     out_dir = Path(out_dir)
     if not model_path:
         from care_core.models import resolve_model_path
 
         model_path = resolve_model_path(recipe.model)
     reference_path = str(reference_path or model_path)
+    check_output_dir(out_dir, {"--model": model_path, "--reference": reference_path, "--state": state_dir,
+                               "--rollouts": rollouts_path})
+    if not Path(rollouts_path).is_file():
+        raise FileNotFoundError(f"--rollouts {rollouts_path}: no such file")
     start = time.perf_counter()
-    if recipe.train.distributed.backend == "deepspeed":
-        from care_core.training.deepspeed_runner import launch
+    staging = staging_dir(out_dir)
+    try:
+        if recipe.train.distributed.backend == "deepspeed":
+            from care_core.training.deepspeed_runner import launch
 
-        spec = {
-            "recipe": recipe_to_dict(recipe),
-            "model_path": str(model_path),
-            "rollouts_path": str(rollouts_path),
-            "out_dir": str(out_dir),
-            "reference_path": reference_path,
-            "state_dir": str(state_dir) if state_dir else None,
-        }
-        metrics = launch(spec, recipe.train.distributed, module="care_core.stages.update")
-    else:
-        metrics = _plain_update(recipe, str(model_path), str(rollouts_path), out_dir, reference_path,
-                                str(state_dir) if state_dir else None)
-    metrics["perf/update_stage_s"] = time.perf_counter() - start
-    (out_dir / TRAINER_STATE).mkdir(parents=True, exist_ok=True)
-    (out_dir / TRAINER_STATE / "metrics.json").write_text(json.dumps(metrics, default=float, indent=1))
+            spec = {
+                "recipe": recipe_to_dict(recipe),
+                "model_path": str(model_path),
+                "rollouts_path": str(rollouts_path),
+                "out_dir": str(staging),
+                "reference_path": reference_path,
+                "state_dir": str(state_dir) if state_dir else None,
+            }
+            metrics = launch(spec, recipe.train.distributed, module="care_core.stages.update")
+        else:
+            metrics = _plain_update(recipe, str(model_path), str(rollouts_path), staging, reference_path,
+                                    str(state_dir) if state_dir else None)
+        metrics["perf/update_stage_s"] = time.perf_counter() - start
+        (staging / TRAINER_STATE).mkdir(parents=True, exist_ok=True)
+        (staging / TRAINER_STATE / "metrics.json").write_text(json.dumps(metrics, default=float, indent=1))
+        publish_dir(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return metrics
 
 
@@ -238,33 +294,26 @@ def _deepspeed_worker(spec_path: str) -> None:
     """One rank of a DeepSpeed ZeRO update (started by torchrun/deepspeed)."""
     import torch.distributed as dist
 
-    from care_core.models import load_policy
     from care_core.training.deepspeed_runner import DeepSpeedBackend, init_distributed
 
     spec = json.loads(Path(spec_path).read_text())
     recipe = build_recipe(spec["recipe"], origin=spec_path)
     out_dir = Path(spec["out_dir"])
     rank, world = init_distributed()
-    torch.manual_seed(recipe.train.seed)
-    model, processor = load_policy(spec["model_path"], dtype=recipe.model.dtype, attn_implementation=recipe.model.attn_implementation,
-                                   cache_dir=recipe.model.cache_dir)
-    pad_id = int(processor.tokenizer.pad_token_id or 0)
-    rows, images = read_update_rows(spec["rollouts_path"])
-    mm_for = make_mm_lookup(processor, images, recipe.data, spec["rollouts_path"])
-    prep = prepare_rows(recipe, model, rows, mm_for, spec["reference_path"], pad_id)
-    configure_trainable(model, recipe)
-    backend = DeepSpeedBackend(model, recipe, total_optimizer_steps(recipe))
+    p = load_and_prepare(recipe, spec["model_path"], spec["rollouts_path"], spec["reference_path"])
+    backend = DeepSpeedBackend(p.model, recipe, total_optimizer_steps(recipe))
     start_step = backend.load_state(resolve_state_dir_for_ds(spec["state_dir"]))
-    cfg = settings_from_recipe(recipe, pad_id)
+    cfg = settings_from_recipe(recipe, p.pad_id)
     t0 = time.perf_counter()
-    history, n_steps = train_on_rows(backend, rows, mm_for, cfg, start_step=start_step)
+    history, n_steps = train_on_rows(backend, p.rows, p.mm_for, cfg, start_step=start_step)
     train_s = time.perf_counter() - t0
     state_dict = backend.full_state_dict()
     if rank == 0:
-        _save_model(backend.module, processor, out_dir, state_dict=state_dict)
+        _save_model(backend.module, p.processor, out_dir, state_dict=state_dict)
     backend.save_state(out_dir / TRAINER_STATE, start_step + n_steps)
     if rank == 0:
-        metrics = _metrics(history, prep, train_s, rows, start_step + n_steps, backend=f"deepspeed-zero{recipe.train.distributed.zero_stage}")
+        metrics = _metrics(history, p.prep, train_s, p.rows, start_step + n_steps,
+                           backend=f"deepspeed-zero{recipe.train.distributed.zero_stage}")
         metrics["update/world_size"] = float(world)
         (out_dir / TRAINER_STATE / "worker_metrics.json").write_text(json.dumps(metrics, default=float))
     dist.barrier()

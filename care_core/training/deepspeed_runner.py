@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import socket
@@ -90,8 +91,14 @@ class DeepSpeedBackend:
         self.engine.backward(loss, scale_wrt_gas=False)
 
     def step(self) -> float:
+        """Reduce, clip, step; a non-finite global gradient norm raises ``NonFiniteUpdateError`` (the
+        engine has stepped by then, so the update stage saves nothing; see ``care_core.training.ppo``)."""
+        from care_core.training.ppo import NonFiniteUpdateError
+
         self.engine.step()
         norm = self.engine.get_global_grad_norm()
+        if norm is not None and not math.isfinite(float(norm)):
+            raise NonFiniteUpdateError(f"gradient norm is {float(norm)} (DeepSpeed)")
         return float(norm) if norm is not None else float("nan")
 
     def lr(self) -> float:

@@ -7,10 +7,17 @@ mini-batch (``denom``), so accumulated gradients equal the mini-batch gradient e
 data-parallel ranks, rank r takes micro-batches r, r+W, ...; ranks with fewer run a zero-weighted
 extra micro-batch so all ranks do the same number of backward passes; losses are multiplied by
 W because the backend averages gradients over ranks.
+
+Guards (docs/reliability.md): a non-finite advantage or old log-prob is a ``SchemaError``-style
+``ValueError`` naming the file and row; a non-finite loss or gradient norm raises
+:class:`NonFiniteUpdateError` before the optimizer step (the plain backend checks the gradient norm
+before stepping; under DeepSpeed the engine reports it after its step). The update stage then
+stops without writing anything, so a bad step never reaches a saved model.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -27,6 +34,10 @@ from care_core.config import policy_temperature
 from care_core.models.forward import SequenceItem, pack, response_logprobs
 
 POSITIVE_ROLES = ("anchor", "rgr_positive", "pseudo_anchor")
+
+
+class NonFiniteUpdateError(FloatingPointError):
+    """A loss or gradient norm that is NaN/inf: the update stops before the optimizer applies it."""
 
 
 @dataclass
@@ -137,6 +148,9 @@ class PlainBackend:
         params = [p for p in self._model.parameters() if p.requires_grad]
         clip = self.grad_clip if self.grad_clip and self.grad_clip > 0 else float("inf")
         norm = torch.nn.utils.clip_grad_norm_(params, clip)
+        if not math.isfinite(float(norm)):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteUpdateError(f"gradient norm is {float(norm)}; the optimizer step was not taken")
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -155,6 +169,11 @@ def rows_from_records(records: Sequence[dict[str, Any]], where: str) -> list[Tra
     for i, r in enumerate(records):
         if r.get("advantage") is None:
             raise ValueError(f"{where} row {i}: field 'advantage' is missing (run the advantage stage first)")
+        if not math.isfinite(float(r["advantage"])):
+            raise ValueError(f"{where} row {i} (group_id={r.get('group_id')!r}): field 'advantage' is {r['advantage']}; "
+                             "a non-finite advantage would turn every weight NaN")
+        if not all(math.isfinite(float(x)) for x in r["old_logprobs"]):
+            raise ValueError(f"{where} row {i} (group_id={r.get('group_id')!r}): field 'old_logprobs' holds NaN or infinite values")
         n = len(r["response_ids"])
         for key in ("old_logprobs", "loss_mask"):
             if len(r[key]) != n:
@@ -331,7 +350,14 @@ def train_on_rows(
                            "approx_kl_old", "entropy", "kl_loss", "kl", "loss"})
             reduced = backend.all_reduce_sum(torch.tensor([totals.get(k, 0.0) for k in keys], dtype=torch.float64))
             t = dict(zip(keys, reduced.tolist(), strict=True))
-            grad_norm = backend.step()
+            where = f"optimizer step {step + 1} (mini-batch groups {sorted({r.group_id for r in mini_rows})})"
+            for key in ("loss", "pg_loss", "kl_loss"):
+                if not math.isfinite(t[key]):
+                    raise NonFiniteUpdateError(f"{where}: {key} is {t[key]}; the update stopped before the optimizer step")
+            try:
+                grad_norm = backend.step()
+            except NonFiniteUpdateError as exc:
+                raise NonFiniteUpdateError(f"{where}: {exc}") from None
             step += 1
             n_tok = max(1.0, t["tokens"])
             metrics = {
