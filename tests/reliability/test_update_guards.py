@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tree_digest, update_rows
+from rel_helpers import tree_digest, update_rows
 
 from care_core.config import build_recipe
 from care_core.schema import SchemaError, write_rollouts
