@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import sys
@@ -14,25 +13,6 @@ from typing import Any
 from care_core.config import Recipe, RecipeError, load_recipe
 
 DEMO_RECIPE = "recipes/tiny-care.yaml"
-
-
-class StageUnavailable(RuntimeError):
-    """A subcommand whose stage is not part of this build."""
-
-
-def _resolve(target: str) -> Callable[..., Any]:
-    """Import ``module:function`` lazily; a missing stage is a clear error, not a crash."""
-    module_name, function_name = target.split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and (exc.name == module_name or module_name.startswith(exc.name + ".")):
-            raise StageUnavailable(f"{module_name} is not built yet in this version of care") from None
-        raise
-    function = getattr(module, function_name, None)
-    if function is None:
-        raise StageUnavailable(f"{target} is not built yet in this version of care")
-    return function
 
 
 def _recipe(args: argparse.Namespace) -> Recipe:
@@ -51,62 +31,74 @@ def _add_recipe_args(parser: argparse.ArgumentParser, required: bool = True, def
 
 
 def cmd_ingest(args: argparse.Namespace) -> Any:
+    from care_core.stages.ingest import run_ingest
+
     recipe = _recipe(args)
-    return _resolve("care_core.stages.ingest:run_ingest")(recipe, Path(args.out))
+    return run_ingest(recipe, Path(args.out))
 
 
 def cmd_sft(args: argparse.Namespace) -> Any:
+    from care_core.stages.sft import run_sft
+
     recipe = _recipe(args)
-    run = _resolve("care_core.stages.sft:run_sft")
-    return run(recipe, Path(args.data), Path(args.out), model_path=args.model)
+    return run_sft(recipe, Path(args.data), Path(args.out), model_path=args.model)
 
 
 def cmd_rollout(args: argparse.Namespace) -> Any:
+    from care_core.stages.rollout import run_rollout
+
     recipe = _recipe(args)
-    run = _resolve("care_core.stages.rollout:run_rollout")
-    return run(recipe, args.model, Path(args.data), Path(args.out), args.round)
+    return run_rollout(recipe, args.model, Path(args.data), Path(args.out), args.round)
 
 
 def cmd_advantage(args: argparse.Namespace) -> Any:
+    from care_core.stages.advantage import run_advantage
+
     recipe = _recipe(args)
-    run = _resolve("care_core.stages.advantage:run_advantage")
-    return run(recipe, Path(args.rollouts), Path(args.out))
+    return run_advantage(recipe, Path(args.rollouts), Path(args.out))
 
 
 def cmd_update(args: argparse.Namespace) -> Any:
+    from care_core.stages.update import run_update
+
     recipe = _recipe(args)
-    run = _resolve("care_core.stages.update:run_update")
     state = Path(args.state) if args.state else None
-    return run(recipe, args.model, Path(args.rollouts), Path(args.out), reference_path=args.reference, state_dir=state)
+    return run_update(recipe, args.model, Path(args.rollouts), Path(args.out), reference_path=args.reference, state_dir=state)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> Any:
+    from care_core.stages.evaluate import run_evaluate
+
     recipe = _recipe(args)
-    run = _resolve("care_core.stages.evaluate:run_evaluate")
     data = Path(args.data) if args.data else None
-    return run(recipe, args.model, Path(args.out), data_dir=data)
+    return run_evaluate(recipe, args.model, Path(args.out), data_dir=data)
 
 
 def cmd_score(args: argparse.Namespace) -> Any:
-    run = _resolve("care_core.stages.score:run_score")
+    from care_core.stages.score import run_score
+
     recipe = _recipe(args) if args.config else None
-    return run(Path(args.inp), Path(args.out) if args.out else None, benchmark=args.benchmark, recipe=recipe)
+    return run_score(Path(args.inp), Path(args.out) if args.out else None, benchmark=args.benchmark, recipe=recipe)
 
 
 def cmd_train(args: argparse.Namespace) -> Any:
+    from care_core.stages.train import run_train
+
     recipe = _recipe(args)
-    return _resolve("care_core.stages.train:run_train")(recipe)
+    return run_train(recipe)
 
 
 def cmd_compile(args: argparse.Namespace) -> Any:
+    from pipelines.compile import compile_pipeline
+
     recipe = _recipe(args)
-    compile_pipeline = _resolve("pipelines.compile:compile_pipeline")
     return compile_pipeline(recipe, Path(args.output))
 
 
 def cmd_run(args: argparse.Namespace) -> Any:
+    from pipelines.local_run import run_local
+
     recipe = _recipe(args)
-    run_local = _resolve("pipelines.local_run:run_local")
     return run_local(recipe, work_dir=Path(args.work_dir))
 
 
@@ -116,19 +108,22 @@ def cmd_demo(args: argparse.Namespace) -> Any:
 
 
 def cmd_submit(args: argparse.Namespace) -> Any:
+    from pipelines.submit import submit
+
     recipe = _recipe(args)
-    submit = _resolve("pipelines.submit:submit")
     return submit(recipe, host=args.host, experiment=args.experiment, run_name=args.run_name)
 
 
 def cmd_schedule(args: argparse.Namespace) -> Any:
-    apply_schedules = _resolve("pipelines.submit:apply_schedules")
+    from pipelines.submit import apply_schedules
+
     return apply_schedules(Path(args.schedules), host=args.host)
 
 
 def cmd_compare(args: argparse.Namespace) -> Any:
-    compare = _resolve("care_core.tracking.compare:compare_experiment")
-    return compare(args.tracking_uri, args.experiment, Path(args.out))
+    from care_core.tracking.compare import compare_experiment
+
+    return compare_experiment(args.tracking_uri, args.experiment, Path(args.out))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -222,9 +217,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         result = args.handler(args)
-    except StageUnavailable as exc:
-        print(f"care {args.command}: {exc}", file=sys.stderr)
-        return 3
     except RecipeError as exc:
         print(f"care {args.command}: invalid recipe: {exc}", file=sys.stderr)
         return 2

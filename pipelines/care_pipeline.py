@@ -4,9 +4,9 @@
 
 Rounds are unrolled at compile time (KFP v2 has no loops). Every other recipe value is a pipeline
 parameter (``pipelines.params``); the first step merges them into the resolved recipe YAML that all
-stage components receive. A stage is in the pipeline only if its ``care_core.stages.<stage>.run_<stage>``
-exists (``available_stages``), so the pipeline grows as stages land; the round chain needs all of
-rollout, advantage and update.
+stage components receive. Each stage's ``care_core.stages.<stage>.run_<stage>`` is imported at compile
+time (``check_stage``), so a broken stage fails the compile loudly, not later in a pod. ``stages`` may
+name a subset (the round chain needs all of rollout, advantage and update).
 
 Platform settings (kfp-kubernetes) come from ``recipe.kubernetes``: GPU type/count on sft, rollout,
 update and evaluate, node selectors, tolerations, S3 and MLflow credentials from Secrets as env, a
@@ -40,18 +40,15 @@ _TYPE_NAMES = {str: "str", int: "int", float: "float", bool: "bool", list: "list
 _counter = itertools.count()
 
 
-def available_stages() -> list[str]:
-    """Stages whose ``care_core.stages.<stage>.run_<stage>`` can be imported now."""
-    found = []
-    for stage in STAGES:
-        try:
-            module = importlib.import_module(f"care_core.stages.{stage}")
-        except ImportError as exc:
-            log.info("stage %s not available (%s)", stage, exc)
-            continue
-        if callable(getattr(module, f"run_{stage}", None)):
-            found.append(stage)
-    return found
+def check_stage(stage: str) -> None:
+    """Import ``care_core.stages.<stage>`` and find ``run_<stage>``: a broken stage fails the compile here
+    (the components import their stage only inside the pod)."""
+    try:
+        module = importlib.import_module(f"care_core.stages.{stage}")
+    except Exception as exc:
+        raise ImportError(f"pipeline stage {stage!r}: care_core.stages.{stage} failed to import: {exc!r}") from exc
+    if not callable(getattr(module, f"run_{stage}", None)):
+        raise ImportError(f"pipeline stage {stage!r}: care_core.stages.{stage} has no function run_{stage}")
 
 
 def pipeline_name(recipe: Recipe) -> str:
@@ -112,19 +109,21 @@ def build_pipeline(
 ) -> Callable[..., Any]:
     """The KFP pipeline (a GraphComponent) for ``recipe``.
 
-    ``stages``: stages to include (default: ``available_stages()``). ``platform``: add kfp-kubernetes
+    ``stages``: stages to include (default: all of ``STAGES``). ``platform``: add kfp-kubernetes
     settings and the workspace PVC (off for ``kfp.local``, which cannot create PVCs).
     """
-    stages = set(available_stages() if stages is None else stages)
+    stages = set(STAGES if stages is None else stages)
     unknown = stages - set(STAGES)
     if unknown:
         raise ValueError(f"unknown stages {sorted(unknown)}; known: {list(STAGES)}")
+    for stage in (s for s in STAGES if s in stages):
+        check_stage(stage)
     if "ingest" not in stages:
         raise ValueError("the pipeline needs the ingest stage (care_core.stages.ingest.run_ingest)")
     use_sft = "sft" in stages and recipe.train.sft.enable
     rounds = recipe.train.rounds if set(ROUND_STAGES) <= stages else 0
     if recipe.train.rounds and not rounds:
-        log.warning("rounds skipped: stages %s not available yet", sorted(set(ROUND_STAGES) - stages))
+        log.warning("rounds skipped: stages %s are not in the stage list", sorted(set(ROUND_STAGES) - stages))
     kube = recipe.kubernetes
     params = pipeline_params(recipe)
     base_yaml = recipe_to_yaml(recipe)

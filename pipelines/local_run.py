@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from care_core.config import Recipe
+from care_core.constants import STAGES
 from care_core.storage import is_s3
 
 log = logging.getLogger(__name__)
@@ -64,13 +65,13 @@ def run_local(
     """
     from kfp import local
 
-    from pipelines.care_pipeline import available_stages, build_pipeline, pipeline_name
+    from pipelines.care_pipeline import build_pipeline, pipeline_name
 
     work_dir = Path(work_dir).resolve()
     pipeline_root = work_dir / "pipeline_root"
     pipeline_root.mkdir(parents=True, exist_ok=True)
     recipe = localize(recipe, work_dir)
-    stage_list = list(available_stages() if stages is None else stages)
+    stage_list = list(STAGES if stages is None else stages)
     name = pipeline_name(recipe)
     before = set(pipeline_root.glob(f"{name}-*"))
 

@@ -10,7 +10,6 @@ diagnostics (care_method.md §11) are logged to MLflow (``tracking.uri``) at ``s
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import math
@@ -37,14 +36,9 @@ def run_dir_for(recipe: Recipe) -> Path:
 def _ensure_data(recipe: Recipe, data_dir: Path) -> dict[str, Any]:
     if (data_dir / "train.parquet").is_file():
         return {}
-    if importlib.util.find_spec("care_core.stages.ingest") is not None:
-        from care_core.stages.ingest import run_ingest
+    from care_core.stages.ingest import run_ingest
 
-        return run_ingest(recipe, data_dir)
-    from care_core.data.synthetic import write_synthetic
-
-    counts = write_synthetic(recipe.data.synthetic, data_dir, image_size=recipe.model.tiny.image_size)
-    return {f"data/{k}_rows": v for k, v in counts.items()}
+    return run_ingest(recipe, data_dir)
 
 
 def _ensure_sft(recipe: Recipe, data_dir: Path, sft_dir: Path, base: str) -> tuple[str, dict[str, Any]]:
@@ -206,9 +200,7 @@ def run_train(recipe: Recipe) -> dict[str, Any]:
 
 
 def _evaluate(recipe: Recipe, policy: str, out_dir: Path, data_dir: Path) -> dict[str, float]:
-    """Run ``care_core.stages.evaluate`` when it exists; its flat metrics under ``eval/``."""
-    if importlib.util.find_spec("care_core.stages.evaluate") is None:
-        return {}
+    """Run ``care_core.stages.evaluate``; its flat metrics under ``eval/``."""
     from care_core.stages.evaluate import run_evaluate
 
     results = run_evaluate(recipe, policy, out_dir, data_dir=data_dir)

@@ -13,7 +13,8 @@ from kfp import components
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 from care_core.config import RecipeError, build_recipe, flatten, load_recipe, recipe_hash, recipe_to_dict
-from pipelines.care_pipeline import STAGES, available_stages, build_pipeline
+from care_core.constants import STAGES
+from pipelines.care_pipeline import build_pipeline
 from pipelines.compile import compile_pipeline
 from pipelines.params import merge_parameters, param_name, pipeline_params
 
@@ -167,16 +168,24 @@ def test_missing_stages_are_left_out(caplog):
         build_pipeline(recipe, ["evaluate"])
 
 
-def test_available_stages_follow_the_tree():
-    import importlib
+def test_a_stage_that_fails_to_import_fails_the_compile(tmp_path, monkeypatch):
+    """A broken stages/update.py used to compile into a pipeline with zero rounds; now the compile stops."""
+    import sys
 
-    found = available_stages()
-    for stage in STAGES:
-        try:
-            has = callable(getattr(importlib.import_module(f"care_core.stages.{stage}"), f"run_{stage}", None))
-        except ImportError:
-            has = False
-        assert (stage in found) == has
+    import care_core.stages
+
+    (tmp_path / "update.py").write_text("def run_update(:\n")  # a syntax error, as in a half-edited file
+    (tmp_path / "evaluate.py").write_text("X = 1\n")  # imports, but has no run_evaluate
+    monkeypatch.setattr(care_core.stages, "__path__", [str(tmp_path), *care_core.stages.__path__])
+    for stage in ("update", "evaluate"):  # the real modules come back after the test
+        monkeypatch.delitem(sys.modules, f"care_core.stages.{stage}", raising=False)
+        if hasattr(care_core.stages, stage):
+            monkeypatch.setattr(care_core.stages, stage, getattr(care_core.stages, stage))
+    recipe = load_recipe("recipes/tiny-care.yaml")
+    with pytest.raises(ImportError, match=r"stage 'update': care_core.stages.update failed to import: SyntaxError"):
+        build_pipeline(recipe, platform=False)
+    with pytest.raises(ImportError, match="care_core.stages.evaluate has no function run_evaluate"):
+        build_pipeline(recipe, ["ingest", "evaluate"], platform=False)
 
 
 def test_merge_parameters_applies_values_and_validates():
