@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from care_core.algorithms import CareParams, GRPOParams, get_advantage_estimator
+from care_core.algorithms import algorithm_spec
 from care_core.config import build_recipe
 from care_core.schema import ROLLOUT_SCHEMA
 from care_core.stages import advantage as stage
@@ -114,11 +114,11 @@ def main() -> None:
     rows = stage._read_rows(table, "bench", need_embeddings=True)
     layout = stage._layout(rows, "bench")
     batch = stage.build_group_batch(rows, layout, stage._rgr_columns(rows, layout, "bench"), "sum")
-    grpo, care = get_advantage_estimator("grpo"), get_advantage_estimator("care")
+    grpo, care = algorithm_spec(build_recipe({}, ["algorithm.name=grpo"]).algorithm), algorithm_spec(recipe.algorithm)
 
     with torch.no_grad():
-        t_grpo = timed(lambda: grpo(batch, GRPOParams()), args.repeat)
-        t_care_est = timed(lambda: care(batch, CareParams()), args.repeat)
+        t_grpo = timed(lambda: grpo.advantages(batch), args.repeat)
+        t_care_est = timed(lambda: care.advantages(batch), args.repeat)
     t_care_mem = timed(lambda: stage.compute_advantages(table, recipe, "bench"), args.repeat)
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "rollouts.parquet"

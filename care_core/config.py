@@ -120,6 +120,9 @@ class RescueConfig:
     delta: float = 0.1
     normalize: bool = True  # true: z-score pseudo-rewards (reference; delta cancels)
     logprob_norm: str = "sum"  # sum | mean: pseudo-anchor score
+    # authors: first pick farthest from the pseudo-anchor t, then distances to the picked negatives
+    # only (the reference code); pseudo_anchor: t counts as picked throughout (earlier project choice)
+    seeding: str = "authors"  # authors | pseudo_anchor
 
 
 @dataclass
@@ -140,6 +143,9 @@ class RegionConfig:
 
     enable: bool = True
     tau_pos: float = 0.005
+    include_tags: bool = False  # false: spans are the content between the tags (authors); true: tags too
+    no_answer: str = "whole"  # whole: no answer span -> every token is answer (authors) | outside_think
+    pseudo_anchor_think: bool = False  # false: the rescue pseudo-anchor's think weighs 0; true: tau_pos
 
 
 @dataclass
@@ -154,6 +160,11 @@ class CareConfig:
     rescue: RescueConfig = field(default_factory=RescueConfig)
     rgr: RGRConfig = field(default_factory=RGRConfig)
     region: RegionConfig = field(default_factory=RegionConfig)
+
+    @property
+    def reflection_scale(self) -> float:
+        """s_refl, or s / 2 when unset (the one place it is resolved)."""
+        return self.s / 2 if self.s_refl is None else self.s_refl
 
 
 @dataclass
@@ -172,10 +183,11 @@ class DynamicSamplingConfig:
 
 @dataclass
 class AlgorithmConfig:
-    name: str = "care"  # grpo | dr_grpo | care
+    name: str = "care"  # a registered algorithm: grpo | dr_grpo | care (care_core.algorithms.registry)
     care: CareConfig = field(default_factory=CareConfig)
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
     dynamic_sampling: DynamicSamplingConfig = field(default_factory=DynamicSamplingConfig)
+    params: dict[str, Any] = field(default_factory=dict)  # free-form, for algorithms registered elsewhere
 
 
 # --------------------------------------------------------------------------- reward / loss / optim
@@ -327,9 +339,10 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "model.dtype": ("float32", "bfloat16", "float16"),
     "data.bad_rows": ("error", "skip"),
     "rollout.engine": ("hf", "vllm"),
-    "algorithm.name": ("grpo", "dr_grpo", "care"),
     "algorithm.care.positive_rule": ("accuracy", "reward"),
     "algorithm.care.rescue.logprob_norm": ("sum", "mean"),
+    "algorithm.care.rescue.seeding": ("authors", "pseudo_anchor"),
+    "algorithm.care.region.no_answer": ("whole", "outside_think"),
     "algorithm.care.rgr.template": ("structured", "sentence", "none"),
     "algorithm.care.rgr.train_on": ("continuation", "repaired_response"),
     "algorithm.grpo.std": ("unbiased", "population"),
@@ -355,6 +368,10 @@ def validate(recipe: Recipe, origin: str = "<recipe>") -> Recipe:
         value = _get(recipe, key)
         if value not in allowed:
             raise RecipeError(f"{origin}: {key}={value!r} is not one of {list(allowed)}")
+    from care_core.algorithms.registry import list_algorithms  # the registered algorithms (lazy: torch)
+
+    if recipe.algorithm.name not in list_algorithms():
+        raise RecipeError(f"{origin}: algorithm.name={recipe.algorithm.name!r} is not one of {list_algorithms()}")
     care = recipe.algorithm.care
     checks = [
         ("rollout.n", recipe.rollout.n >= 1, "must be >= 1"),
@@ -480,11 +497,6 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[dotted] = value
     return out
-
-
-def s_refl(care: CareConfig) -> float:
-    """Reflection scale; defaults to s / 2."""
-    return care.s / 2 if care.s_refl is None else care.s_refl
 
 
 def policy_temperature(recipe: Recipe) -> float:

@@ -56,8 +56,7 @@ ADVANTAGE_COLUMNS = pa.schema(
     [("advantage", pa.float64()), ("role", pa.string()), ("group_kind", pa.string())]
 )
 
-ROLES = ("anchor", "negative", "rgr_positive", "rgr_negative", "pseudo_anchor", "pseudo_negative", "none")
-GROUP_KINDS = ("mixed", "all_correct", "all_wrong")
+# ``role`` and ``group_kind`` values: care_core.algorithms.types.ROLE_NAMES / GROUP_KIND_NAMES (one place).
 
 
 class SchemaError(ValueError):

@@ -15,7 +15,6 @@ from care_core.config import (
     recipe_hash,
     recipe_to_dict,
     recipe_to_yaml,
-    s_refl,
 )
 
 RECIPES = sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml"))
@@ -26,7 +25,7 @@ def test_defaults_are_the_care_reference_values() -> None:
     care = r.algorithm.care
     assert (r.algorithm.name, r.rollout.n, r.rollout.temperature, r.rollout.top_p) == ("care", 8, 1.0, 1.0)
     assert (care.K, care.M, care.s, care.eps, care.equalize, care.positive_rule) == (4, 6, 0.5, 1e-6, True, "accuracy")
-    assert s_refl(care) == 0.25
+    assert care.reflection_scale == 0.25
     assert (care.rescue.enable, care.rescue.delta, care.rescue.normalize, care.rescue.logprob_norm) == (True, 0.1, True, "sum")
     rgr = care.rgr
     assert (rgr.enable, rgr.template, rgr.train_on, rgr.temperature, rgr.top_p, rgr.max_tokens) == (

@@ -1,16 +1,17 @@
 """CARE / GRPO algorithm core: pure torch functions, no I/O (care_method.md §1-9).
 
-Importing this package registers the ``grpo``, ``dr_grpo`` and ``care`` advantage estimators.
+Importing this package registers the ``grpo``, ``dr_grpo`` and ``care`` algorithm specs
+(``registry.AlgorithmSpec``); ``algorithm_spec(recipe.algorithm)`` returns the one a recipe names.
 """
 
-from care_core.algorithms.care import CareParams, care_advantages, subgroup_zscore
+from care_core.algorithms.care import CareSpec, care_advantages, care_diagnostics, subgroup_zscore
 from care_core.algorithms.dynamic_sampling import (
     DynamicSamplingError,
     fill_batch,
     filter_groups,
     informative_groups,
 )
-from care_core.algorithms.grpo import GRPOParams, grpo_advantages
+from care_core.algorithms.grpo import DrGRPOSpec, GRPOSpec, group_advantages, grpo_advantages
 from care_core.algorithms.losses import (
     AGG_MODES,
     KL_KINDS,
@@ -19,11 +20,20 @@ from care_core.algorithms.losses import (
     ppo_clip_loss,
     ppo_clip_token_loss,
 )
-from care_core.algorithms.region import region_weights, token_advantages
+from care_core.algorithms.region import (
+    region_token_advantages,
+    region_weights,
+    think_weighted,
+    token_advantages,
+)
 from care_core.algorithms.registry import (
-    get_advantage_estimator,
-    list_advantage_estimators,
-    register_advantage_estimator,
+    ALGORITHMS,
+    AlgorithmSpec,
+    algorithm_label,
+    algorithm_spec,
+    get_algorithm,
+    list_algorithms,
+    register_algorithm,
 )
 from care_core.algorithms.rescue import (
     pseudo_rewards,
@@ -35,6 +45,7 @@ from care_core.algorithms.selection import (
     cosine_distances,
     failure_mask,
     farthest_first,
+    group_kind_names,
     group_kinds,
     hard_negatives_from_distances,
     normalize_embeddings,
@@ -54,37 +65,46 @@ from care_core.algorithms.types import (
 
 __all__ = [
     "AGG_MODES",
+    "ALGORITHMS",
     "GROUP_KIND",
     "GROUP_KIND_NAMES",
     "KL_KINDS",
     "ROLE",
     "ROLE_NAMES",
     "AdvantageResult",
-    "CareParams",
+    "AlgorithmSpec",
+    "CareSpec",
+    "DrGRPOSpec",
     "DynamicSamplingError",
-    "GRPOParams",
+    "GRPOSpec",
     "GroupBatch",
     "aggregate_loss",
+    "algorithm_label",
+    "algorithm_spec",
     "care_advantages",
+    "care_diagnostics",
     "cosine_distances",
     "failure_mask",
     "farthest_first",
     "fill_batch",
     "filter_groups",
-    "get_advantage_estimator",
-    "grpo_advantages",
+    "get_algorithm",
+    "group_advantages",
+    "group_kind_names",
     "group_kinds",
+    "grpo_advantages",
     "hard_negatives_from_distances",
     "informative_groups",
     "kl_penalty",
-    "list_advantage_estimators",
+    "list_algorithms",
     "normalize_embeddings",
     "positive_mask",
     "ppo_clip_loss",
     "ppo_clip_token_loss",
     "pseudo_rewards",
+    "region_token_advantages",
     "region_weights",
-    "register_advantage_estimator",
+    "register_algorithm",
     "select_anchor",
     "select_anchor_batched",
     "select_hard_negatives",
@@ -92,5 +112,6 @@ __all__ = [
     "select_pseudo_negatives",
     "sequence_logprob",
     "subgroup_zscore",
+    "think_weighted",
     "token_advantages",
 ]

@@ -16,20 +16,26 @@ Choices where the spec leaves room (paper vs reference code noted):
 * anchor length: a response without a think span counts its whole length as think tokens (the same
   convention as its embedding), so dropping ``<think>`` never makes the shortest anchor.
 * farthest-first among hard negatives measures distance to the negatives already picked (not to
-  the anchor); rescue picks are seeded at the pseudo-anchor t (t counts as picked).
+  the anchor). Rescue picks (``rescue.seeding``): ``authors`` (default, the reference code) takes
+  the failure farthest from the pseudo-anchor t first, then measures distances to the picked
+  pseudo-negatives only; ``pseudo_anchor`` counts t as picked throughout.
 * an RGR row counts as a success under the positive rule; one that repairs a negative outside S
   (or sits in a non-mixed group) is unused: A = 0, role ``none``.
-* ``rescue_normalize=False``: A = pseudo-reward exactly (no s scaling, no equalisation).
+* ``rescue.normalize=False``: A = pseudo-reward exactly (no s scaling, no equalisation).
+
+The parameters are the recipe's ``algorithm.care`` section itself (``CareConfig``); ``CareSpec``
+is the registered ``care`` algorithm.
 """
 
 from __future__ import annotations
 
+import logging
 import math
-from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from care_core.algorithms.registry import register_advantage_estimator
+from care_core.algorithms.registry import AlgorithmSpec, json_float, register_algorithm
 from care_core.algorithms.rescue import pseudo_rewards, select_pseudo_anchor, select_pseudo_negatives
 from care_core.algorithms.selection import (
     cosine_distances,
@@ -42,26 +48,10 @@ from care_core.algorithms.selection import (
 )
 from care_core.algorithms.types import GROUP_KIND, ROLE, AdvantageResult, GroupBatch
 
+if TYPE_CHECKING:
+    from care_core.config import CareConfig, RegionConfig
 
-@dataclass
-class CareParams:
-    """CARE knobs (defaults = care_method.md). ``s_refl=None`` means s / 2."""
-
-    K: int = 4
-    M: int = 6
-    s: float = 0.5
-    s_refl: float | None = None
-    eps: float = 1e-6
-    equalize: bool = True
-    positive_rule: str = "accuracy"
-    rescue: bool = True
-    rescue_delta: float = 0.1
-    rescue_normalize: bool = True
-    use_rgr: bool = True  # False: RGR rows are ignored (A = 0) and the negatives keep their place
-
-    @property
-    def reflection_scale(self) -> float:
-        return self.s / 2 if self.s_refl is None else self.s_refl
+log = logging.getLogger(__name__)
 
 
 def _mask_from_picks(picks: torch.Tensor, n: int) -> torch.Tensor:
@@ -89,8 +79,11 @@ def subgroup_zscore(values: torch.Tensor, members: torch.Tensor, eps: float) -> 
     return (v - mu) / (sigma + eps) * w
 
 
-def care_advantages(batch: GroupBatch, params: CareParams) -> AdvantageResult:
+def care_advantages(batch: GroupBatch, params: CareConfig) -> AdvantageResult:
     """CARE sequence advantages for a padded batch of groups (see module docstring).
+
+    ``params``: the recipe's ``algorithm.care`` section. With ``params.rgr.enable`` false, RGR rows
+    are ignored (A = 0) and the negatives keep their place.
 
     Returns ``AdvantageResult`` whose ``stats`` hold: ``k_prime`` [B], ``head`` [B] (anchor or
     pseudo-anchor column, -1), ``neg_distance`` [B] (mean cosine distance anchor->chosen negatives,
@@ -115,9 +108,9 @@ def care_advantages(batch: GroupBatch, params: CareParams) -> AdvantageResult:
     neg_picks, kp_neg = hard_negatives_from_distances(d_anchor, dist, fail & mixed[:, None], params.K, params.M)
 
     # All-negative rescue (all-wrong groups with >= 2 failures).
-    rescue_ok = (kind == GROUP_KIND["all_wrong"]) & (fail.sum(dim=1) >= 2) & params.rescue
+    rescue_ok = (kind == GROUP_KIND["all_wrong"]) & (fail.sum(dim=1) >= 2) & params.rescue.enable
     t = select_pseudo_anchor(batch.seq_logprob, fail & rescue_ok[:, None])
-    res_picks, kp_res = select_pseudo_negatives(dist, fail & rescue_ok[:, None], t, params.K)
+    res_picks, kp_res = select_pseudo_negatives(dist, fail & rescue_ok[:, None], t, params.K, params.rescue.seeding)
 
     head_col = torch.where(mixed, anchor, t)
     head = _onehot(head_col, n)
@@ -128,7 +121,7 @@ def care_advantages(batch: GroupBatch, params: CareParams) -> AdvantageResult:
     pos_all = positive_mask(batch.reward, batch.accuracy, batch.valid, params.positive_rule)
     target = batch.replaces.clamp(min=0)
     rgr_active = (
-        batch.is_rgr & batch.valid & (batch.replaces >= 0) & mixed[:, None] & chosen.gather(1, target) & params.use_rgr
+        batch.is_rgr & batch.valid & (batch.replaces >= 0) & mixed[:, None] & chosen.gather(1, target) & params.rgr.enable
     )
     replaced_count = torch.zeros(b, n, dtype=torch.long, device=dev)
     replaced_count.scatter_add_(1, target, rgr_active.long())
@@ -138,7 +131,7 @@ def care_advantages(batch: GroupBatch, params: CareParams) -> AdvantageResult:
 
     # Rewards of S (pseudo-rewards in rescued groups), z-score and per-role scaling.
     rescued = rescue_ok & ~mixed
-    r_pseudo = pseudo_rewards(head, chosen, k_prime, params.rescue_delta)
+    r_pseudo = pseudo_rewards(head, chosen, k_prime, params.rescue.delta)
     r_eff = torch.where(rescued[:, None], r_pseudo, batch.reward.to(torch.float64))
     raw = subgroup_zscore(r_eff, in_s, params.eps)
     rgr_ok = rgr_active & pos_all
@@ -152,7 +145,7 @@ def care_advantages(batch: GroupBatch, params: CareParams) -> AdvantageResult:
             torch.ones(b, dtype=torch.float64, device=dev),
         )
         adv = adv * factor[:, None]
-    if not params.rescue_normalize:  # pseudo-rewards used directly: delta sets the step size
+    if not params.rescue.normalize:  # pseudo-rewards used directly: delta sets the step size
         adv = torch.where(rescued[:, None], r_pseudo, adv)
     adv = adv * in_s
 
@@ -184,7 +177,67 @@ def care_advantages(batch: GroupBatch, params: CareParams) -> AdvantageResult:
     return AdvantageResult(adv, roles, kind, stats)
 
 
-@register_advantage_estimator("care")
-def care_estimator(batch: GroupBatch, params: CareParams) -> AdvantageResult:
-    """CARE (care_method.md §2-6)."""
-    return care_advantages(batch, params)
+@register_algorithm
+class CareSpec(AlgorithmSpec):
+    """CARE (care_method.md §2-7): think-span embeddings, RGR rows, region-weighted token advantages."""
+
+    name = "care"
+    label = "CARE"
+    needs_embeddings = True
+
+    @property
+    def uses_rgr(self) -> bool:
+        return self.algorithm.care.rgr.enable
+
+    @property
+    def region(self) -> RegionConfig | None:
+        return self.algorithm.care.region if self.algorithm.care.region.enable else None
+
+    @property
+    def positive_rule(self) -> str:
+        return self.algorithm.care.positive_rule
+
+    @property
+    def logprob_norm(self) -> str:
+        return self.algorithm.care.rescue.logprob_norm
+
+    def advantages(self, batch: GroupBatch) -> AdvantageResult:
+        return care_advantages(batch, self.algorithm.care)
+
+    def diagnostics(self, batch: GroupBatch, result: AdvantageResult) -> dict[str, Any]:
+        """care_method.md §11: K', anchor vs mean think length, negative distance, rescue, RGR."""
+        return care_diagnostics(batch, result, self.algorithm.care.rescue.normalize)
+
+
+def care_diagnostics(batch: GroupBatch, res: AdvantageResult, rescue_normalize: bool = True) -> dict[str, Any]:
+    """JSON-safe CARE diagnostics of one batch (``res`` from ``care_advantages``)."""
+    f = json_float
+    st = res.stats
+    kp = st["k_prime"]
+    with_s = kp > 0
+    mixed = res.group_kind == GROUP_KIND["mixed"]
+    all_wrong = res.group_kind == GROUP_KIND["all_wrong"]
+    head = st["head"]
+    rows_b = torch.arange(batch.num_groups)
+    anchor_think = batch.think_len[rows_b[mixed], head[mixed]].double()
+    ro_mixed = batch.valid & ~batch.is_rgr & mixed[:, None]
+    rgr_rows = batch.valid & batch.is_rgr
+    n_rgr = int(rgr_rows.sum())
+    rescued = int(st["rescued"].sum())
+    if rescued and rescue_normalize:
+        log.info("rescue.normalize=true: delta cancels in the z-score; %d rescued group(s) get real-anchor-sized advantages",
+                 rescued)  # fmt: skip
+    return {
+        "k_prime_mean": f(kp[with_s].double().mean()) if with_s.any() else None,
+        "k_prime_hist": {str(k): int((kp == k).sum()) for k in range(1, int(kp.max()) + 1)} if with_s.any() else {},
+        "anchor_think_len_mean": f(anchor_think.mean()) if anchor_think.numel() else None,
+        "think_len_mean": f(batch.think_len[ro_mixed].double().mean()) if ro_mixed.any() else None,
+        "neg_cos_distance_mean": f(st["neg_distance"][mixed].nanmean()) if mixed.any() else None,
+        "rescued_groups": rescued,
+        "rescue_rate": f(st["rescued"].sum() / all_wrong.sum()) if all_wrong.any() else None,
+        "rgr_attempts": n_rgr,
+        "rgr_successes": int((rgr_rows & st["positive"]).sum()),
+        "rgr_success_rate": f((rgr_rows & st["positive"]).sum() / n_rgr) if n_rgr else None,
+        "rgr_used": int(st["rgr_active"].sum()),
+        "rgr_unused": int((rgr_rows & ~st["rgr_active"]).sum()),
+    }

@@ -3,25 +3,18 @@
 ``A_i = (r_i - mean(r)) / (std(r) + eps)`` over the rollouts of one prompt. ``std="unbiased"``
 divides by n - 1 (``torch.std``, what EasyR1 and verl use; the project default); ``"population"``
 divides by n. A group with a single rollout has std 0 under both conventions. Dr. GRPO drops the
-std division. RGR rows are not GRPO members: they get A = 0.
+std division. RGR rows are not GRPO members: they get A = 0. The parameters are the recipe's
+``algorithm.grpo`` section; group kinds are labelled with the accuracy rule (all accuracies 1:
+all-correct, all 0: all-wrong), the same rule DAPO dynamic sampling filters on.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from care_core.algorithms.registry import register_advantage_estimator
+from care_core.algorithms.registry import AlgorithmSpec, register_algorithm
 from care_core.algorithms.selection import failure_mask, group_kinds, positive_mask
 from care_core.algorithms.types import ROLE, AdvantageResult, GroupBatch
-
-
-@dataclass
-class GRPOParams:
-    std: str | None = "unbiased"  # unbiased | population | None (Dr. GRPO: no std division)
-    eps: float = 1e-6
-    positive_rule: str = "accuracy"  # only used to label group kinds
 
 
 def grpo_advantages(
@@ -48,22 +41,33 @@ def grpo_advantages(
     return centred / (var.sqrt() + eps)
 
 
-def _estimate(batch: GroupBatch, params: GRPOParams, std: str | None) -> AdvantageResult:
+def group_advantages(batch: GroupBatch, std: str | None, eps: float, positive_rule: str = "accuracy") -> AdvantageResult:
+    """GRPO-style ``AdvantageResult`` of a batch: rollouts are members, RGR rows and padding get 0."""
     members = batch.valid & ~batch.is_rgr
-    adv = grpo_advantages(batch.reward, members, std=std, eps=params.eps)
-    pos = positive_mask(batch.reward, batch.accuracy, members, params.positive_rule)
-    fail = failure_mask(batch.reward, batch.accuracy, members, params.positive_rule)
+    adv = grpo_advantages(batch.reward, members, std=std, eps=eps)
+    pos = positive_mask(batch.reward, batch.accuracy, members, positive_rule)
+    fail = failure_mask(batch.reward, batch.accuracy, members, positive_rule)
     roles = torch.full_like(batch.replaces, ROLE["none"])
     return AdvantageResult(adv, roles, group_kinds(pos, fail), {"members": members.sum(dim=1)})
 
 
-@register_advantage_estimator("grpo")
-def grpo_estimator(batch: GroupBatch, params: GRPOParams) -> AdvantageResult:
-    """GRPO: std-normalised group advantages (``params.std`` picks the std convention)."""
-    return _estimate(batch, params, params.std or "unbiased")
+@register_algorithm
+class GRPOSpec(AlgorithmSpec):
+    """GRPO: std-normalised group advantages (``algorithm.grpo.std`` picks the convention)."""
+
+    name = "grpo"
+    label = "GRPO"
+
+    def advantages(self, batch: GroupBatch) -> AdvantageResult:
+        return group_advantages(batch, self.algorithm.grpo.std, self.algorithm.grpo.eps, self.positive_rule)
 
 
-@register_advantage_estimator("dr_grpo")
-def dr_grpo_estimator(batch: GroupBatch, params: GRPOParams) -> AdvantageResult:
+@register_algorithm
+class DrGRPOSpec(AlgorithmSpec):
     """Dr. GRPO: mean-centred rewards, no std division."""
-    return _estimate(batch, params, None)
+
+    name = "dr_grpo"
+    label = "Dr.GRPO"
+
+    def advantages(self, batch: GroupBatch) -> AdvantageResult:
+        return group_advantages(batch, None, self.algorithm.grpo.eps, self.positive_rule)

@@ -7,9 +7,11 @@ towards the lowest column (= lowest ``sample_index``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
-from care_core.algorithms.types import GROUP_KIND
+from care_core.algorithms.types import GROUP_KIND, GROUP_KIND_NAMES
 
 POSITIVE_RULES = ("accuracy", "reward")
 
@@ -48,6 +50,25 @@ def group_kinds(pos: torch.Tensor, fail: torch.Tensor) -> torch.Tensor:
     kind[has_pos & ~has_fail] = GROUP_KIND["all_correct"]
     kind[~has_pos] = GROUP_KIND["all_wrong"]
     return kind
+
+
+def group_kind_names(
+    rewards: Sequence[Sequence[float]], accuracies: Sequence[Sequence[float]], rule: str = "accuracy"
+) -> list[str]:
+    """Kind name (``GROUP_KIND_NAMES``) of each group given as ragged lists of its rows' rewards and
+    accuracies, under the positive ``rule`` (the rollout stage labels its groups with it)."""
+    if not rewards:
+        return []
+    n = max(len(r) for r in rewards)
+    shape = (len(rewards), n)
+    reward, accuracy = torch.zeros(shape, dtype=torch.float64), torch.zeros(shape, dtype=torch.float64)
+    valid = torch.zeros(shape, dtype=torch.bool)
+    for i, (r, a) in enumerate(zip(rewards, accuracies, strict=True)):
+        reward[i, : len(r)] = torch.tensor(r, dtype=torch.float64)
+        accuracy[i, : len(a)] = torch.tensor(a, dtype=torch.float64)
+        valid[i, : len(r)] = True
+    kinds = group_kinds(positive_mask(reward, accuracy, valid, rule), failure_mask(reward, accuracy, valid, rule))
+    return [GROUP_KIND_NAMES[k] for k in kinds.tolist()]
 
 
 def normalize_embeddings(embeddings: torch.Tensor) -> torch.Tensor:

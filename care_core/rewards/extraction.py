@@ -2,9 +2,11 @@
 
 Rules (stable contract; the rollout stage stores the spans in rollout rows):
 
-* **Spans include their tags.** The think span covers ``<think>…</think>`` and the answer span
-  covers ``<answer>…</answer>``, tags included, as half-open ``[start, end)`` intervals (characters
-  for :func:`find_spans_text`, tokens for :func:`find_spans_tokens`); ``(-1, -1)`` when absent.
+* **Spans include their tags** by default. The think span covers ``<think>…</think>`` and the
+  answer span covers ``<answer>…</answer>``, tags included, as half-open ``[start, end)`` intervals
+  (characters for :func:`find_spans_text`, tokens for :func:`find_spans_tokens`); ``(-1, -1)`` when
+  absent. With ``include_tags=False`` they cover the content between the tags only (the rollout
+  stage stores those unless ``algorithm.care.region.include_tags`` is on).
 * Think span: the first ``<think>`` and the first ``</think>`` after it. When the response has no
   ``<think>`` but has a ``</think>`` (the opening tag was part of the prompt), it starts at 0.
 * Answer span: the last complete ``<answer>…</answer>`` pair that starts after the think span's
@@ -52,8 +54,24 @@ def _find_all(text: str, needle: str) -> list[int]:
     return out
 
 
-def find_spans_text(text: str) -> tuple[Span, Span]:
-    """Character spans ``[start, end)`` of ``<think>…</think>`` and ``<answer>…</answer>`` (tags included)."""
+def find_spans_text(text: str, include_tags: bool = True) -> tuple[Span, Span]:
+    """Character spans ``[start, end)`` of ``<think>…</think>`` and ``<answer>…</answer>``.
+
+    ``include_tags=False``: the content between the tags only (a think span without an opening
+    tag starts at 0); an empty block gives an empty span ``(k, k)``, not an absent one.
+    """
+    think, answer = _tag_spans_text(text)
+    if include_tags:
+        return think, answer
+    if think != ABSENT:
+        think = (think[0] + len(THINK_OPEN) if text.startswith(THINK_OPEN, think[0]) else think[0],
+                 think[1] - len(THINK_CLOSE))  # fmt: skip
+    if answer != ABSENT:
+        answer = (answer[0] + len(ANSWER_OPEN), answer[1] - len(ANSWER_CLOSE))
+    return think, answer
+
+
+def _tag_spans_text(text: str) -> tuple[Span, Span]:
     think: Span = ABSENT
     close = -1
     open_ = text.find(THINK_OPEN)
@@ -182,6 +200,10 @@ def _char_to_token_spans(pieces: list[str], spans: tuple[Span, Span]) -> tuple[S
         if (start, end) == ABSENT:
             out.append(ABSENT)
             continue
+        if start == end:  # empty content: an empty span at the first token after it
+            k = sum(1 for e in ends if e <= start)
+            out.append((k, k))
+            continue
         # first token whose end passes `start`, last token whose start is before `end`
         first = next(i for i, e in enumerate(ends) if e > start)
         last = next(i for i, e in enumerate(ends) if e >= end)
@@ -196,7 +218,7 @@ def _subseq_positions(ids: list[int], pattern: list[int]) -> list[int]:
     return [i for i in range(len(ids) - n + 1) if ids[i : i + n] == pattern]
 
 
-def _spans_from_tag_ids(ids: list[int], tag_ids: dict[str, Sequence[int]]) -> tuple[Span, Span]:
+def _spans_from_tag_ids(ids: list[int], tag_ids: dict[str, Sequence[int]], include_tags: bool = True) -> tuple[Span, Span]:
     def seq(key: str, default_tag: str) -> list[int]:
         value = tag_ids.get(key, tag_ids.get(default_tag))
         if value is None:
@@ -211,10 +233,10 @@ def _spans_from_tag_ids(ids: list[int], tag_ids: dict[str, Sequence[int]]) -> tu
     if opens:
         after = [c for c in closes if c >= opens[0] + len(t_open)]
         if after:
-            think = (opens[0], after[0] + len(t_close))
+            think = (opens[0], after[0] + len(t_close)) if include_tags else (opens[0] + len(t_open), after[0])
     elif closes:
-        think = (0, closes[0] + len(t_close))
-    search_from = think[1] if think != ABSENT else 0
+        think = (0, closes[0] + len(t_close)) if include_tags else (0, closes[0])
+    search_from = (think[1] + (0 if include_tags else len(t_close))) if think != ABSENT else 0
     answer: Span = ABSENT
     a_closes = _subseq_positions(ids, a_close)
     for start in reversed(_subseq_positions(ids, a_open)):
@@ -222,13 +244,17 @@ def _spans_from_tag_ids(ids: list[int], tag_ids: dict[str, Sequence[int]]) -> tu
             break
         after = [c for c in a_closes if c >= start + len(a_open)]
         if after:
-            answer = (start, after[0] + len(a_close))
+            answer = (start, after[0] + len(a_close)) if include_tags else (start + len(a_open), after[0])
             break
     return think, answer
 
 
-def find_spans_tokens(token_ids: Sequence[int], tokenizer_or_tag_ids: Any) -> tuple[Span, Span]:
-    """Token spans ``[start, end)`` of the think and answer blocks (tags included), ``(-1, -1)`` if absent.
+def find_spans_tokens(token_ids: Sequence[int], tokenizer_or_tag_ids: Any, include_tags: bool = True) -> tuple[Span, Span]:
+    """Token spans ``[start, end)`` of the think and answer blocks, ``(-1, -1)`` if absent.
+
+    ``include_tags``: the spans cover the tag tokens too (default, the text contract above), or
+    only the content between the tags (``False``: what CARE's region weights use by default, as the
+    authors' code masks; a token that merges a tag with content still counts as content).
 
     ``tokenizer_or_tag_ids``: a tokenizer (each token is decoded on its own and the text rules of
     :func:`find_spans_text` are applied; a span covers every token overlapping its characters, so
@@ -237,6 +263,6 @@ def find_spans_tokens(token_ids: Sequence[int], tokenizer_or_tag_ids: Any) -> tu
     """
     ids = [int(t) for t in token_ids]
     if isinstance(tokenizer_or_tag_ids, dict):
-        return _spans_from_tag_ids(ids, tokenizer_or_tag_ids)
+        return _spans_from_tag_ids(ids, tokenizer_or_tag_ids, include_tags)
     pieces = _pieces(ids, tokenizer_or_tag_ids)
-    return _char_to_token_spans(pieces, find_spans_text("".join(pieces)))
+    return _char_to_token_spans(pieces, find_spans_text("".join(pieces), include_tags))

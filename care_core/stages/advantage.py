@@ -1,15 +1,14 @@
 """Advantage stage: rollout Parquet in -> rollout Parquet out with ``advantage``, ``role``, ``group_kind``.
 
-Reads ``recipe.algorithm.*`` (estimator name and knobs), groups the rows by ``group_id``, validates
-them (errors name file, group, sample and column), runs the registered estimator on one padded
-batch of groups and writes every input column plus the three new ones (input row order kept). The
-input file is never modified. Returns the diagnostics of care_method.md §11 that need no model.
+Asks the recipe's algorithm spec (``algorithm_spec(recipe.algorithm)``) what it needs, groups the
+rows by ``group_id``, validates them (errors name file, group, sample and column), runs the spec's
+estimator on one padded batch of groups and writes every input column plus the three new ones
+(input row order kept). The input file is never modified. Returns the diagnostics of care_method.md §11 that need no model.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -27,14 +26,14 @@ from care_core.algorithms import (
     ROLE,
     ROLE_NAMES,
     AdvantageResult,
-    CareParams,
+    AlgorithmSpec,
     GroupBatch,
-    GRPOParams,
+    algorithm_spec,
     filter_groups,
-    get_advantage_estimator,
     sequence_logprob,
 )
-from care_core.config import Recipe, s_refl
+from care_core.algorithms.registry import json_float as _f
+from care_core.config import Recipe
 from care_core.schema import ADVANTAGE_COLUMNS, SchemaError, read_rollouts, write_rollouts
 
 log = logging.getLogger(__name__)
@@ -237,28 +236,7 @@ def build_group_batch(rows: _Rows, layout: _Layout, rgr_target: np.ndarray, logp
     )
 
 
-def estimator_params(recipe: Recipe) -> Any:
-    """The estimator's parameter dataclass built from ``recipe.algorithm.*``."""
-    algo = recipe.algorithm
-    care = algo.care
-    if algo.name in ("grpo", "dr_grpo"):
-        return GRPOParams(std=algo.grpo.std, eps=algo.grpo.eps, positive_rule=care.positive_rule)
-    if algo.name == "care":
-        return CareParams(
-            K=care.K, M=care.M, s=care.s, s_refl=s_refl(care), eps=care.eps, equalize=care.equalize,
-            positive_rule=care.positive_rule, rescue=care.rescue.enable, rescue_delta=care.rescue.delta,
-            rescue_normalize=care.rescue.normalize, use_rgr=care.rgr.enable,
-        )  # fmt: skip
-    raise ValueError(f"algorithm.name={algo.name!r} has no advantage parameters")
-
-
-def _f(x: float | torch.Tensor) -> float | None:
-    """JSON-safe float (NaN/inf -> None)."""
-    v = float(x)
-    return v if math.isfinite(v) else None
-
-
-def _diagnostics(rows: _Rows, layout: _Layout, batch: GroupBatch, res: AdvantageResult, name: str) -> dict[str, Any]:
+def _diagnostics(rows: _Rows, layout: _Layout, batch: GroupBatch, res: AdvantageResult, spec: AlgorithmSpec) -> dict[str, Any]:
     g, c = torch.from_numpy(layout.group), torch.from_numpy(layout.col)
     adv = res.advantages[g, c].double()
     roles = res.roles[g, c]
@@ -266,7 +244,7 @@ def _diagnostics(rows: _Rows, layout: _Layout, batch: GroupBatch, res: Advantage
     kinds = {k: int((res.group_kind == code).sum()) for k, code in GROUP_KIND.items()}
     ro = ~torch.from_numpy(rows.is_rgr)
     out: dict[str, Any] = {
-        "algorithm": name,
+        "algorithm": spec.name,
         "rows": len(rows.group_id),
         "groups": b,
         "rollout_rows": int(ro.sum()),
@@ -289,52 +267,22 @@ def _diagnostics(rows: _Rows, layout: _Layout, batch: GroupBatch, res: Advantage
     out["roles"] = {r: int((roles == code).sum()) for r, code in ROLE.items()}
     # what DAPO dynamic sampling would drop (the rollout stage refills; nothing is dropped here)
     _, out["dynamic_sampling"] = filter_groups(batch.accuracy, batch.valid & ~batch.is_rgr)
-    if name != "care":
-        return out
-    st = res.stats
-    kp = st["k_prime"]
-    with_s = kp > 0
-    mixed = res.group_kind == GROUP_KIND["mixed"]
-    all_wrong = res.group_kind == GROUP_KIND["all_wrong"]
-    head = st["head"]
-    rows_b = torch.arange(b)
-    anchor_think = batch.think_len[rows_b[mixed], head[mixed]].double()
-    ro_mixed = batch.valid & ~batch.is_rgr & mixed[:, None]
-    rgr_rows = batch.valid & batch.is_rgr
-    n_rgr = int(rgr_rows.sum())
-    out.update(
-        {
-            "k_prime_mean": _f(kp[with_s].double().mean()) if with_s.any() else None,
-            "k_prime_hist": {str(k): int((kp == k).sum()) for k in range(1, int(kp.max()) + 1)} if with_s.any() else {},
-            "anchor_think_len_mean": _f(anchor_think.mean()) if anchor_think.numel() else None,
-            "think_len_mean": _f(batch.think_len[ro_mixed].double().mean()) if ro_mixed.any() else None,
-            "neg_cos_distance_mean": _f(st["neg_distance"][mixed].nanmean()) if mixed.any() else None,
-            "rescued_groups": int(st["rescued"].sum()),
-            "rescue_rate": _f(st["rescued"].sum() / all_wrong.sum()) if all_wrong.any() else None,
-            "rgr_attempts": n_rgr,
-            "rgr_successes": int((rgr_rows & st["positive"]).sum()),
-            "rgr_success_rate": _f((rgr_rows & st["positive"]).sum() / n_rgr) if n_rgr else None,
-            "rgr_used": int(st["rgr_active"].sum()),
-            "rgr_unused": int((rgr_rows & ~st["rgr_active"]).sum()),
-        }
-    )
+    out.update(spec.diagnostics(batch, res))
     return out
 
 
 def compute_advantages(table: pa.Table, recipe: Recipe, where: str = "<rollouts>") -> tuple[pa.Table, dict[str, Any]]:
     """Validate ``table`` (rollout rows) and return (table + advantage/role/group_kind, diagnostics)."""
-    name = recipe.algorithm.name
-    estimator = get_advantage_estimator(name)
-    params = estimator_params(recipe)
+    spec = algorithm_spec(recipe.algorithm)
     if table.num_rows == 0:
         raise SchemaError(f"{where}: no rollout rows")
-    rows = _read_rows(table, where, need_embeddings=name == "care")
+    rows = _read_rows(table, where, need_embeddings=spec.needs_embeddings)
     layout = _layout(rows, where)
     target = _rgr_columns(rows, layout, where)
-    batch = build_group_batch(rows, layout, target, recipe.algorithm.care.rescue.logprob_norm)
+    batch = build_group_batch(rows, layout, target, spec.logprob_norm)
     start = time.perf_counter()
     with torch.no_grad():
-        res = estimator(batch, params)
+        res = spec.advantages(batch)
     estimator_s = time.perf_counter() - start
     g, c = torch.from_numpy(layout.group), torch.from_numpy(layout.col)
     adv = res.advantages[g, c].double().numpy()
@@ -346,11 +294,8 @@ def compute_advantages(table: pa.Table, recipe: Recipe, where: str = "<rollouts>
         table = table.drop_columns(existing)
     for field, values in zip(ADVANTAGE_COLUMNS, (adv, role, kind), strict=True):
         table = table.append_column(field, pa.array(values, type=field.type))
-    diag = _diagnostics(rows, layout, batch, res, name)
+    diag = _diagnostics(rows, layout, batch, res, spec)
     diag["estimator_s"] = round(estimator_s, 6)
-    if name == "care" and diag.get("rescued_groups") and recipe.algorithm.care.rescue.normalize:
-        log.info("rescue.normalize=true: delta cancels in the z-score; %d rescued group(s) get real-anchor-sized advantages",
-                 diag["rescued_groups"])  # fmt: skip
     return table, diag
 
 

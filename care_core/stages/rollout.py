@@ -3,8 +3,9 @@
 ``run_rollout(recipe, model_path, data_dir, out_path, round_index)`` reads
 ``data_dir/train.parquet``, draws ``train.prompts_per_round`` prompts (deterministic in
 ``train.seed`` and the round), decodes ``rollout.n`` samples each with the configured engine and
-writes rollout rows (interfaces.md §2), plus one RGR row per eligible group when the algorithm
-is CARE and ``algorithm.care.rgr.enable`` is on. Returns the round's rollout diagnostics.
+writes rollout rows (interfaces.md §2), plus one RGR row per eligible group when the algorithm's
+spec uses RGR (CARE with ``algorithm.care.rgr.enable``). Returns the round's rollout diagnostics.
+The steps: ``sample_groups`` (sampling, DAPO), ``embed_groups``, ``run_rgr``, ``rollout_metrics``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from care_core.algorithms import GROUP_KIND_NAMES, AlgorithmSpec, algorithm_spec, fill_batch, group_kind_names
 from care_core.config import Recipe, policy_temperature
 from care_core.models.forward import SequenceItem
 from care_core.rollout import GenerationRequest, Sample, SamplingSettings, make_engine
@@ -29,12 +31,6 @@ from care_core.rollout.rgr import GroupView, assemble_repair, build_repair_prefi
 from care_core.schema import SchemaError, read_examples, write_rollouts
 
 logger = logging.getLogger(__name__)
-
-
-def needs_embeddings(recipe: Recipe) -> bool:
-    """Think-span embeddings feed CARE's hard-negative selection only; GRPO / Dr. GRPO rollouts skip
-    that extra forward pass and write empty ``embedding`` lists."""
-    return recipe.algorithm.name == "care"
 
 
 def round_seed(seed: int, round_index: int, salt: int = 0) -> int:
@@ -105,7 +101,7 @@ class _RowBuilder:
     def decode(self, ids: list[int]) -> _Decoded:
         kept = [t for t in ids if t not in self.strip_ids]
         text = self.tokenizer.decode(kept, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-        think, answer = self._spans(ids, self.tokenizer)
+        think, answer = self._spans(ids, self.tokenizer, include_tags=self.recipe.algorithm.care.region.include_tags)
         return _Decoded(text, tuple(think), tuple(answer))
 
     def score(self, text: str, row: dict[str, Any], where: str) -> dict[str, float]:
@@ -251,13 +247,114 @@ def run_rgr(
     return new_rows, stats
 
 
-def _group_kind(rows: list[dict[str, Any]]) -> str:
-    acc = [r["accuracy"] for r in rows]
-    if all(a >= 1.0 for a in acc):
-        return "all_correct"
-    if all(a <= 0.0 for a in acc):
-        return "all_wrong"
-    return "mixed"
+Group = tuple[dict[str, Any], GenerationRequest, list[dict[str, Any]]]
+"""One prompt's example row, its generation request and its rollout rows."""
+
+
+@dataclass
+class _Context:
+    """What the sampling, embedding and RGR steps of one round share."""
+
+    recipe: Recipe
+    spec: AlgorithmSpec
+    model: Any
+    processor: Any
+    engine: Any
+    builder: _RowBuilder
+    examples: list[dict[str, Any]]
+    train_path: Path
+    round_index: int
+    pad_id: int
+
+
+def _kinds(groups: list[Group], positive_rule: str) -> list[str]:
+    """Group kinds (``selection.group_kind_names``) under the algorithm's positive rule."""
+    return group_kind_names([[r["reward"] for r in rows] for _, _, rows in groups],
+                            [[r["accuracy"] for r in rows] for _, _, rows in groups], positive_rule)  # fmt: skip
+
+
+def sample_groups(ctx: _Context) -> tuple[list[Group], dict[str, float]]:
+    """Draw ``train.prompts_per_round`` prompts, decode ``rollout.n`` samples each and score them.
+
+    With ``algorithm.dynamic_sampling.enable`` (DAPO) this goes through
+    ``algorithms.dynamic_sampling.fill_batch``: groups that are all-correct or all-wrong (accuracy
+    rule) are dropped and refilled from unused prompts, up to ``max_tries`` draws; fewer informative
+    groups than wanted raise ``DynamicSamplingError`` (naming the keys to change).
+    """
+    recipe, ro = ctx.recipe, ctx.recipe.rollout
+    ds = recipe.algorithm.dynamic_sampling
+    used: set[int] = set()
+    seen: dict[str, int] = {}
+    tries = 0
+
+    def draw(want: int) -> list[Group]:
+        nonlocal tries
+        picks = sample_prompt_indices(len(ctx.examples), want, recipe.train.seed, ctx.round_index * 131 + tries,
+                                      exclude=used if tries else None)  # fmt: skip
+        salt, tries = tries, tries + 1
+        if not picks:
+            return []
+        used.update(picks)
+        rows = [ctx.examples[i] for i in picks]
+        requests = encode_requests(ctx.processor, rows, recipe.data, with_images=ro.engine == "vllm")
+        settings = SamplingSettings(n=ro.n, temperature=ro.temperature, top_p=ro.top_p, top_k=ro.top_k,
+                                    max_new_tokens=ro.max_new_tokens, logprob_temperature=policy_temperature(recipe),
+                                    seed=round_seed(recipe.train.seed, ctx.round_index, salt=salt))  # fmt: skip
+        samples = ctx.engine.generate(requests, settings)
+        out = []
+        for i, example, request, group_samples in zip(picks, rows, requests, samples, strict=True):
+            gid = f"{example['id']}@r{ctx.round_index}"
+            seen[gid] = seen.get(gid, 0) + 1
+            gid = gid if seen[gid] == 1 else f"{gid}#{seen[gid] - 1}"
+            where = f"{ctx.train_path} row {i}"
+            out.append((example, request, _build_group_rows(ctx.builder, gid, example, request, group_samples, where)))
+        return out
+
+    if not ds.enable:
+        return draw(recipe.train.prompts_per_round), {}
+
+    def informative(groups: list[Group]) -> list[bool]:
+        return [kind == "mixed" for kind in _kinds(groups, "accuracy")]
+
+    groups, counts = fill_batch(draw, informative, recipe.train.prompts_per_round, ds.max_tries)
+    return groups, {
+        "dynamic_sampling/tries": float(counts["tries"]),
+        "dynamic_sampling/dropped_groups": float(counts["dropped"]),
+        "dynamic_sampling/sampled_groups": float(counts["sampled"]),
+    }
+
+
+def embed_groups(ctx: _Context, groups: list[Group]) -> None:
+    """Think-span embeddings of every rollout row when the algorithm needs them (CARE's hard-negative
+    selection); otherwise the rows get empty ``embedding`` lists and no extra forward runs."""
+    rows = [r for _, _, g in groups for r in g]
+    if rows and ctx.spec.needs_embeddings:
+        _embed_rows(ctx.model, rows, [req.mm_inputs for _, req, g in groups for _ in g], ctx.recipe, ctx.pad_id)
+    else:
+        for r in rows:
+            r["embedding"] = []
+
+
+def rollout_metrics(groups: list[Group], rgr_rows: list[dict[str, Any]], positive_rule: str) -> dict[str, float]:
+    """The round's rollout diagnostics (care_method.md §11): reward, accuracy, format, group kinds,
+    response and think lengths, clip ratio."""
+    rows = [r for _, _, g in groups for r in g]
+    kinds = _kinds(groups, positive_rule)
+    lengths = np.array([len(r["response_ids"]) for r in rows], dtype=float)
+    think = np.array([_span_len(r["think_span"]) for r in rows], dtype=float)
+    n_groups = max(1, len(groups))
+    return {
+        "reward/mean": _mean([r["reward"] for r in rows]),
+        "accuracy/mean": _mean([r["accuracy"] for r in rows]),
+        "format/mean": _mean([r["format"] for r in rows]),
+        "groups/count": float(len(groups)),
+        **{f"groups/frac_{kind}": kinds.count(kind) / n_groups for kind in GROUP_KIND_NAMES},
+        "response_length/mean": float(lengths.mean()) if lengths.size else math.nan,
+        "response_length/max": float(lengths.max()) if lengths.size else math.nan,
+        "response_length/clip_ratio": _mean([float(r["truncated"]) for r in rows]),
+        "care/think_len_mean": float(think.mean()) if think.size else math.nan,
+        "rollout/rows": float(len(rows) + len(rgr_rows)),
+    }
 
 
 def run_rollout(recipe: Recipe, model_path: str | None, data_dir: str | Path, out_path: str | Path, round_index: int) -> dict[str, Any]:
@@ -270,96 +367,31 @@ def run_rollout(recipe: Recipe, model_path: str | None, data_dir: str | Path, ou
     examples = read_examples(train_path).to_pylist()
     model, processor = load_policy(model_path, dtype=recipe.model.dtype, attn_implementation=recipe.model.attn_implementation,
                                    cache_dir=recipe.model.cache_dir)
-    pad_id = int(processor.tokenizer.pad_token_id or 0)
     engine = make_engine(recipe.rollout.engine, model, processor, model_path, recipe.rollout, recipe.model.dtype, recipe.train.seed)
-    builder = _RowBuilder(processor, recipe)
-    ro = recipe.rollout
-    n_prompts = recipe.train.prompts_per_round
-    ds = recipe.algorithm.dynamic_sampling
+    spec = algorithm_spec(recipe.algorithm)
+    ctx = _Context(recipe, spec, model, processor, engine, _RowBuilder(processor, recipe), examples, train_path, round_index,
+                   int(processor.tokenizer.pad_token_id or 0))  # fmt: skip
 
-    groups: list[tuple[dict[str, Any], GenerationRequest, list[dict[str, Any]]]] = []
-    used: set[int] = set()
-    seen: dict[str, int] = {}
-    tries, dropped, sampled_groups = 0, 0, 0
-    last_batch: list[tuple[dict[str, Any], GenerationRequest, list[dict[str, Any]]]] = []
-    max_tries = ds.max_tries if ds.enable else 1
-    while len(groups) < n_prompts and tries < max_tries:
-        want = n_prompts - len(groups)
-        picks = sample_prompt_indices(len(examples), want, recipe.train.seed, round_index * 131 + tries, exclude=used if tries else None)
-        if not picks:
-            break
-        used.update(picks)
-        rows = [examples[i] for i in picks]
-        requests = encode_requests(processor, rows, recipe.data, with_images=ro.engine == "vllm")
-        settings = SamplingSettings(n=ro.n, temperature=ro.temperature, top_p=ro.top_p, top_k=ro.top_k,
-                                    max_new_tokens=ro.max_new_tokens, logprob_temperature=policy_temperature(recipe),
-                                    seed=round_seed(recipe.train.seed, round_index, salt=tries))
-        samples = engine.generate(requests, settings)
-        batch_groups = []
-        for i, example, request, group_samples in zip(picks, rows, requests, samples, strict=True):
-            gid = f"{example['id']}@r{round_index}"
-            seen[gid] = seen.get(gid, 0) + 1
-            gid = gid if seen[gid] == 1 else f"{gid}#{seen[gid] - 1}"
-            batch_groups.append((example, request, _build_group_rows(builder, gid, example, request, group_samples, f"{train_path} row {i}")))
-        sampled_groups += len(batch_groups)
-        tries += 1
-        last_batch = batch_groups
-        if ds.enable:  # DAPO: keep only groups with mixed outcomes, refill from unused prompts
-            informative = [g for g in batch_groups if _group_kind(g[2]) == "mixed"]
-            dropped += len(batch_groups) - len(informative)
-            batch_groups = informative
-        groups.extend(batch_groups)
-    if ds.enable and len(groups) < n_prompts:
-        logger.warning("dynamic sampling: %d of %d informative groups after %d tries", len(groups), n_prompts, tries)
-        if not groups:  # nothing informative at all: train on the last draw rather than on nothing
-            groups = last_batch
-            dropped -= len(last_batch)
-
-    rows_all = [r for _, _, rows in groups for r in rows]
-    mm_all = [req.mm_inputs for _, req, rows in groups for _ in rows]
+    groups, metrics = sample_groups(ctx)
     gen_seconds, gen_tokens = engine.generate_seconds, engine.generated_tokens
-    if rows_all and needs_embeddings(recipe):
-        _embed_rows(model, rows_all, mm_all, recipe, pad_id)
-    else:
-        for r in rows_all:
-            r["embedding"] = []
-
-    metrics: dict[str, Any] = {}
+    embed_groups(ctx, groups)
     rgr_rows: list[dict[str, Any]] = []
-    if recipe.algorithm.name == "care" and recipe.algorithm.care.rgr.enable and groups:
-        rgr_rows, rgr_stats = run_rgr(model, engine, builder, recipe, groups, round_seed(recipe.train.seed, round_index, salt=99), pad_id)
+    if spec.uses_rgr and groups:
+        rgr_seed = round_seed(recipe.train.seed, round_index, salt=99)
+        rgr_rows, rgr_stats = run_rgr(model, engine, ctx.builder, recipe, groups, rgr_seed, ctx.pad_id)
         metrics.update(rgr_stats)
-    all_rows = rows_all + rgr_rows
-    write_rollouts(all_rows, out_path)
+    write_rollouts([r for _, _, g in groups for r in g] + rgr_rows, out_path)
 
-    kinds = [_group_kind(rows) for _, _, rows in groups]
-    lengths = np.array([len(r["response_ids"]) for r in rows_all], dtype=float)
-    think = np.array([_span_len(r["think_span"]) for r in rows_all], dtype=float)
-    n_groups = max(1, len(groups))
+    metrics.update(rollout_metrics(groups, rgr_rows, spec.positive_rule))
     metrics.update(
         {
-            "reward/mean": _mean([r["reward"] for r in rows_all]),
-            "accuracy/mean": _mean([r["accuracy"] for r in rows_all]),
-            "format/mean": _mean([r["format"] for r in rows_all]),
-            "groups/count": float(len(groups)),
-            "groups/frac_all_correct": kinds.count("all_correct") / n_groups,
-            "groups/frac_all_wrong": kinds.count("all_wrong") / n_groups,
-            "groups/frac_mixed": kinds.count("mixed") / n_groups,
-            "response_length/mean": float(lengths.mean()) if lengths.size else math.nan,
-            "response_length/max": float(lengths.max()) if lengths.size else math.nan,
-            "response_length/clip_ratio": _mean([float(r["truncated"]) for r in rows_all]),
-            "care/think_len_mean": float(think.mean()) if think.size else math.nan,
             "perf/rollout_tokens": float(gen_tokens),
             "perf/rollout_tokens_per_s": gen_tokens / gen_seconds if gen_seconds > 0 else math.nan,
             "perf/rollout_s": time.perf_counter() - start,
-            "rollout/rows": float(len(all_rows)),
         }
     )
-    if ds.enable:
-        metrics.update({"dynamic_sampling/tries": float(tries), "dynamic_sampling/dropped_groups": float(dropped),
-                        "dynamic_sampling/sampled_groups": float(sampled_groups)})
-    logger.info("rollout round %d: %d groups, %d rows, reward %.3f, %.0f tok/s", round_index, len(groups), len(all_rows),
-                metrics["reward/mean"], metrics["perf/rollout_tokens_per_s"])
+    logger.info("rollout round %d: %d groups, %d rows, reward %.3f, %.0f tok/s", round_index, len(groups),
+                int(metrics["rollout/rows"]), metrics["reward/mean"], metrics["perf/rollout_tokens_per_s"])  # fmt: skip
     return metrics
 
 

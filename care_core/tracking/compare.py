@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from care_core.algorithms.registry import algorithm_label, list_algorithms
 from care_core.tracking.plots import plot_learning_curves, run_history
 from care_core.tracking.report import eval_scores, html_page, html_table, markdown_table
 from care_core.tracking.tracker import TAG_ALGORITHM, Tracker
@@ -21,7 +22,6 @@ from care_core.tracking.tracker import TAG_ALGORITHM, Tracker
 log = logging.getLogger(__name__)
 
 REPORT_TAG = "care.report"
-LABELS = {"grpo": "GRPO", "dr_grpo": "Dr.GRPO", "care": "CARE"}
 
 
 class CompareError(ValueError):
@@ -78,24 +78,24 @@ def compare_experiment(
     runs = latest_runs(tracker, (baseline, candidate))
     missing = [a for a in (baseline, candidate) if a not in runs]
     if missing:
-        found = latest_runs(tracker, tuple(LABELS))
+        found = latest_runs(tracker, tuple(list_algorithms()))
         raise CompareError(
             f"experiment {experiment!r} at {tracking_uri} has no FINISHED run with algorithm={missing}; "
             f"finished runs found for: {sorted(found) or 'none'}"
         )
-    b_label, c_label = LABELS.get(baseline, baseline), LABELS.get(candidate, candidate)
+    b_label, c_label = algorithm_label(baseline), algorithm_label(candidate)
     scores = {algo: eval_scores(run.data.metrics) for algo, run in runs.items()}
     rows = comparison_rows(scores[baseline], scores[candidate])
     headers = ["benchmark", f"{b_label} accuracy", f"{c_label} accuracy", f"delta {c_label}-{b_label} (points)"]
 
     histories = {
-        f"{LABELS.get(algo, algo)} ({run.info.run_id[:8]})": run_history(tracker.client, run.info.run_id, run.data.metrics.keys())
+        f"{algorithm_label(algo)} ({run.info.run_id[:8]})": run_history(tracker.client, run.info.run_id, run.data.metrics.keys())
         for algo, run in ((baseline, runs[baseline]), (candidate, runs[candidate]))
     }
     png = plot_learning_curves(histories, out_dir / "learning_curves.png", title=f"{c_label} vs {b_label}: {experiment}")
 
     run_lines = [
-        f"- {LABELS.get(a, a)}: run `{r.info.run_id}` (recipe {r.data.tags.get('recipe.name', '?')}, "
+        f"- {algorithm_label(a)}: run `{r.info.run_id}` (recipe {r.data.tags.get('recipe.name', '?')}, "
         f"hash {r.data.tags.get('recipe.hash', '?')}, commit {r.data.tags.get('git.commit', '?')[:12]})"
         for a, r in runs.items()
     ]

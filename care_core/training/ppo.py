@@ -29,11 +29,10 @@ import torch
 import torch.nn.functional as F
 
 from care_core.algorithms.losses import aggregate_loss, kl_penalty, ppo_clip_loss
-from care_core.algorithms.region import token_advantages
-from care_core.config import policy_temperature
+from care_core.algorithms.region import region_token_advantages
+from care_core.algorithms.registry import algorithm_spec
+from care_core.config import RegionConfig, policy_temperature
 from care_core.models.forward import SequenceItem, pack, response_logprobs
-
-POSITIVE_ROLES = ("anchor", "rgr_positive", "pseudo_anchor")
 
 
 class NonFiniteUpdateError(FloatingPointError):
@@ -68,8 +67,7 @@ class PPOSettings:
     kl_type: str = "k3"
     kl_beta: float = 0.01
     temperature: float = 1.0
-    region_enable: bool = True
-    tau_pos: float = 0.005
+    region: RegionConfig | None = field(default_factory=RegionConfig)  # None: broadcast A (GRPO)
     mini_batch_size: int = 8
     micro_batch_size: int = 4
     ppo_epochs: int = 1
@@ -80,8 +78,8 @@ class PPOSettings:
 
 
 def settings_from_recipe(recipe: Any, pad_id: int = 0) -> PPOSettings:
-    """Map recipe keys to ``PPOSettings``; region weighting applies to CARE only (GRPO broadcasts A)."""
-    care = recipe.algorithm.care
+    """Map recipe keys to ``PPOSettings``; the algorithm's spec says whether regions are weighted
+    (CARE's ``algorithm.care.region``) or the sequence advantage is broadcast (GRPO)."""
     return PPOSettings(
         eps_low=recipe.loss.eps_low,
         eps_high=recipe.loss.eps_high,
@@ -91,8 +89,7 @@ def settings_from_recipe(recipe: Any, pad_id: int = 0) -> PPOSettings:
         kl_type=recipe.loss.kl.type,
         kl_beta=recipe.loss.kl.beta,
         temperature=policy_temperature(recipe),
-        region_enable=recipe.algorithm.name == "care" and care.region.enable,
-        tau_pos=care.region.tau_pos,
+        region=algorithm_spec(recipe.algorithm).region,
         mini_batch_size=recipe.train.mini_batch_size,
         micro_batch_size=recipe.train.micro_batch_size,
         ppo_epochs=recipe.train.ppo_epochs,
@@ -258,14 +255,13 @@ def micro_loss(
     entropy = F.pad(out.entropy, (0, pad)).detach()
     mask = _pad_to([r.loss_mask for r in rows], width).to(device)
     old = _pad_to([r.old_logprobs for r in rows], width).to(device)
-    adv = token_advantages(
+    adv = region_token_advantages(
         torch.tensor([r.advantage for r in rows], dtype=torch.float32),
         mask.cpu(),
         torch.tensor([r.think_span for r in rows], dtype=torch.long),
         torch.tensor([r.answer_span for r in rows], dtype=torch.long),
-        torch.tensor([r.role in POSITIVE_ROLES or (r.role == "none" and r.advantage > 0) for r in rows]),
-        tau_pos=cfg.tau_pos,
-        enable=cfg.region_enable,
+        [r.role for r in rows],
+        cfg.region,
     ).to(device)
     pg, m = ppo_clip_loss(logp, old, adv, mask, cfg.eps_low, cfg.eps_high, cfg.dual_clip, cfg.agg, denom=denom)
     loss = pg

@@ -16,13 +16,13 @@ from hypothesis import strategies as st
 
 from care_core.algorithms import (
     ROLE,
-    CareParams,
     GroupBatch,
     care_advantages,
     cosine_distances,
     hard_negatives_from_distances,
     select_hard_negatives,
 )
+from care_core.config import CareConfig, RescueConfig, RGRConfig
 
 SETTINGS = settings(max_examples=60, deadline=None)
 
@@ -47,7 +47,7 @@ def brute_hard_negatives(d_anchor: list[float], dist, failures: list[int], K: in
     return brute_farthest_first(dist, pool, min(K, len(pool)), first=pool[0], seed=None)
 
 
-def reference_group(g: dict, p: CareParams, dist) -> tuple[list[float], list[str]]:
+def reference_group(g: dict, p: CareConfig, dist) -> tuple[list[float], list[str]]:
     """care_method.md §2-6 for one group, literally."""
     n = len(g["reward"])
     rule_pos = (lambda i: g["accuracy"][i] >= 1) if p.positive_rule == "accuracy" else (lambda i: g["reward"][i] > 0)
@@ -62,21 +62,25 @@ def reference_group(g: dict, p: CareParams, dist) -> tuple[list[float], list[str
         members = {anchor: ("anchor", g["reward"][anchor])}
         for j in negs:
             members[j] = ("negative", g["reward"][j])
-        if p.use_rgr:
+        if p.rgr.enable:
             for r in range(n):
                 if g["is_rgr"][r] and g["replaces"][r] in negs:
                     del members[g["replaces"][r]]
                     members[r] = ("rgr_positive" if rule_pos(r) else "rgr_negative", g["reward"][r])
         k_prime = len(negs)
         rescued = False
-    elif not pos and len(fail) >= 2 and p.rescue:
+    elif not pos and len(fail) >= 2 and p.rescue.enable:
         t = max(fail, key=lambda i: (g["logprob"][i], -i))
         others = [j for j in fail if j != t]
-        negs = brute_farthest_first(dist, others, min(p.K, len(others)), first=None, seed=t)
+        if p.rescue.seeding == "authors":  # farthest from t first, then distances to the picks only
+            first = max(others, key=lambda j: (dist[t][j], -j))
+            negs = brute_farthest_first(dist, others, min(p.K, len(others)), first=first, seed=None)
+        else:
+            negs = brute_farthest_first(dist, others, min(p.K, len(others)), first=None, seed=t)
         k_prime = len(negs)
-        members = {t: ("pseudo_anchor", p.rescue_delta)}
+        members = {t: ("pseudo_anchor", p.rescue.delta)}
         for j in negs:
-            members[j] = ("pseudo_negative", -p.rescue_delta / k_prime)
+            members[j] = ("pseudo_negative", -p.rescue.delta / k_prime)
         rescued = True
     else:
         return adv, roles
@@ -87,7 +91,7 @@ def reference_group(g: dict, p: CareParams, dist) -> tuple[list[float], list[str
     for i, (role, v) in members.items():
         roles[i] = role
         raw = (v - mu) / (sigma + p.eps)
-        if rescued and not p.rescue_normalize:
+        if rescued and not p.rescue.normalize:
             adv[i] = v
             continue
         if role in ("anchor", "pseudo_anchor", "rgr_positive"):
@@ -156,11 +160,13 @@ def to_batch(gs: list[dict]) -> GroupBatch:
 
 
 care_params = st.builds(
-    lambda K, extra, s, rule, rescue, normalize: CareParams(
-        K=K, M=K + extra, s=s, positive_rule=rule, rescue=rescue, rescue_normalize=normalize
+    lambda K, extra, s, rule, rescue, normalize, seeding, rgr: CareConfig(
+        K=K, M=K + extra, s=s, positive_rule=rule,
+        rescue=RescueConfig(enable=rescue, normalize=normalize, seeding=seeding), rgr=RGRConfig(enable=rgr),
     ),
     st.integers(1, 4), st.integers(0, 3), st.sampled_from([0.25, 0.5, 1.0]),
     st.sampled_from(["accuracy", "reward"]), st.booleans(), st.booleans(),
+    st.sampled_from(["authors", "pseudo_anchor"]), st.booleans(),
 )  # fmt: skip
 
 ROLE_NAME = {v: k for k, v in ROLE.items()}
@@ -168,7 +174,7 @@ ROLE_NAME = {v: k for k, v in ROLE.items()}
 
 @SETTINGS
 @given(gs=groups(), p=care_params)
-def test_matches_reference_and_invariants(gs: list[dict], p: CareParams) -> None:
+def test_matches_reference_and_invariants(gs: list[dict], p: CareConfig) -> None:
     batch = to_batch(gs)
     res = care_advantages(batch, p)
     dist = cosine_distances(batch.embeddings).tolist()
@@ -193,7 +199,7 @@ def test_matches_reference_and_invariants(gs: list[dict], p: CareParams) -> None
 
 @SETTINGS
 @given(gs=groups(), p=care_params)
-def test_equalisation_only_scales(gs: list[dict], p: CareParams) -> None:
+def test_equalisation_only_scales(gs: list[dict], p: CareConfig) -> None:
     batch = to_batch(gs)
     on = care_advantages(batch, p)
     p.equalize = False
@@ -201,7 +207,7 @@ def test_equalisation_only_scales(gs: list[dict], p: CareParams) -> None:
     assert torch.equal(on.roles, off.roles)
     kp = on.stats["k_prime"].double()
     factor = torch.where((kp > 0) & (kp < p.K), torch.sqrt(p.K / kp.clamp(min=1)), torch.ones_like(kp))
-    if p.rescue_normalize:
+    if p.rescue.normalize:
         torch.testing.assert_close(on.advantages, off.advantages * factor[:, None], rtol=1e-12, atol=0)
     else:  # pseudo-rewards are used directly in rescued groups: no equalisation there
         keep = on.stats["rescued"][:, None]

@@ -8,7 +8,8 @@ import pytest
 import torch
 from alg_helpers import one_group
 
-from care_core.algorithms import ROLE, CareParams, care_advantages, select_anchor
+from care_core.algorithms import ROLE, care_advantages, select_anchor
+from care_core.config import CareConfig, RescueConfig
 
 EPS = 1e-6
 
@@ -29,7 +30,7 @@ def test_binary_rewards_check_values(k_prime: int) -> None:
     n_pos = 8 - k_prime
     reward = [1.0] * n_pos + [0.0] * k_prime
     think = [30, 20, 25, 40, 50, 60, 70, 80]  # positive with think 20 (column 1) is the anchor
-    res = care_advantages(one_group(reward, think=think), CareParams(K=4, M=6, s=0.5))
+    res = care_advantages(one_group(reward, think=think), CareConfig(K=4, M=6, s=0.5))
     adv = res.advantages[0]
     mu = 1 / (k_prime + 1)
     sigma = math.sqrt(k_prime) / (k_prime + 1)
@@ -68,7 +69,7 @@ def test_graded_reward_group_by_hand() -> None:
     reward = [1.0, 0.9, 0.1, 0.0, 0.1, 1.0]
     accuracy = [1, 1, 0, 0, 0, 1]
     think = [50, 30, 20, 10, 25, 40]  # failures' think lengths are irrelevant to the anchor
-    res = care_advantages(one_group(reward, accuracy, think=think), CareParams())
+    res = care_advantages(one_group(reward, accuracy, think=think), CareConfig())
     expected = [0.0, 1.9873216, -0.2782250, -0.4372107, -0.2782250, 0.0]
     assert res.advantages[0].tolist() == pytest.approx(expected, abs=1e-5)
     assert roles_of(res) == ["none", "anchor", "negative", "negative", "negative", "none"]
@@ -84,7 +85,7 @@ def test_anchor_tie_breaks() -> None:
     assert select_anchor(pos, torch.tensor([9, 10, 10, 10, 1]), answer) == 0
     assert select_anchor(torch.zeros(5, dtype=torch.bool), think, answer) == -1
     # in the estimator: identical positives -> column 0 anchors, column 1 gets 0
-    res = care_advantages(one_group([1.0, 1.0, 0.0], think=[10, 10, 10], answer=[3, 3, 3]), CareParams())
+    res = care_advantages(one_group([1.0, 1.0, 0.0], think=[10, 10, 10], answer=[3, 3, 3]), CareConfig())
     assert roles_of(res) == ["anchor", "none", "negative"]
 
 
@@ -98,7 +99,7 @@ def test_rescue_normalized_equals_real_anchor_values() -> None:
     """normalize=True: pseudo-rewards (+0.1, -0.1/3 x 3) have mu = 0, sigma = 0.1/sqrt(3), so
     raw_t = sqrt(3), raw_j = -1/sqrt(3); with equalisation sqrt(4/3): A_t = 2, A_j = -0.5/sqrt(3)*sqrt(4/3) = -1/3.
     (delta cancels: exactly the binary real-anchor values.)"""
-    res = care_advantages(_rescue_group(), CareParams(rescue_delta=0.1, rescue_normalize=True))
+    res = care_advantages(_rescue_group(), CareConfig(rescue=RescueConfig(delta=0.1, normalize=True)))
     sigma = 0.1 / math.sqrt(3)
     eq = math.sqrt(4 / 3)
     expected = [-0.5 * (0.1 / 3) / (sigma + EPS) * eq, 0.1 / (sigma + EPS) * eq] + [-0.5 * (0.1 / 3) / (sigma + EPS) * eq] * 2
@@ -107,27 +108,61 @@ def test_rescue_normalized_equals_real_anchor_values() -> None:
     assert roles_of(res) == ["pseudo_negative", "pseudo_anchor", "pseudo_negative", "pseudo_negative"]
     assert bool(res.stats["rescued"][0])
     # delta cancels: another delta gives the same advantages up to eps
-    other = care_advantages(_rescue_group(), CareParams(rescue_delta=0.7)).advantages
+    other = care_advantages(_rescue_group(), CareConfig(rescue=RescueConfig(delta=0.7))).advantages
     assert other[0].tolist() == pytest.approx(res.advantages[0].tolist(), rel=1e-4)
 
 
 def test_rescue_unnormalized_uses_pseudo_rewards() -> None:
     """normalize=False: A = pseudo-reward: +delta on t, -delta/K' = -0.1/3 on each pseudo-negative."""
-    res = care_advantages(_rescue_group(), CareParams(rescue_delta=0.1, rescue_normalize=False))
+    res = care_advantages(_rescue_group(), CareConfig(rescue=RescueConfig(delta=0.1, normalize=False)))
     assert res.advantages[0].tolist() == pytest.approx([-0.1 / 3, 0.1, -0.1 / 3, -0.1 / 3], rel=1e-12)
-    res2 = care_advantages(_rescue_group(), CareParams(rescue_delta=0.4, rescue_normalize=False))
+    res2 = care_advantages(_rescue_group(), CareConfig(rescue=RescueConfig(delta=0.4, normalize=False)))
     assert res2.advantages[0].tolist() == pytest.approx([-0.4 / 3, 0.4, -0.4 / 3, -0.4 / 3], rel=1e-12)
 
 
-def test_rescue_farthest_first_from_pseudo_anchor() -> None:
-    """K = 2 with 5 failures: t = argmax log-prob = 0 at e0; first pick = farthest from t (e4 = -e0),
-    second maximises min distance to {t, e4}: e1 (orthogonal to both, distance 1) beats e2/e3."""
+def _seeding_group():
+    """5 failures, t = argmax log-prob = 0 at e0; e4 = -e0 (distance 2 from t), e1 orthogonal to e0.
+    Cosine distances to e4: d(e1) = 1, d(e2) = 1 + 0.9/|(0.9, 0.1, 0)| = 1.9939, d(e3) = 1 + 0.8/|(0.8, 0, 0.2)| = 1.9701;
+    to t: d(e1) = 1, d(e2) = 0.0061, d(e3) = 0.0299."""
     emb = [[1, 0, 0], [0, 1, 0], [0.9, 0.1, 0], [0.8, 0, 0.2], [-1, 0, 0]]
-    g = one_group([0.0] * 5, [0] * 5, emb=emb, logprob=[-1.0, -4.0, -3.0, -2.0, -6.0])
-    res = care_advantages(g, CareParams(K=2, M=2))
-    assert roles_of(res) == ["pseudo_anchor", "pseudo_negative", "none", "none", "pseudo_negative"]
+    return one_group([0.0] * 5, [0] * 5, emb=emb, logprob=[-1.0, -4.0, -3.0, -2.0, -6.0])
+
+
+def test_rescue_seeding_authors() -> None:
+    """Default (the authors' code): K = 2, first pick = farthest from t = e4 (distance 2); the second
+    maximises its distance to the picked {e4} only (t not counted): e2 (1.9939) beats e3 (1.9701), e1 (1)."""
+    res = care_advantages(_seeding_group(), CareConfig(K=2, M=2))
+    assert roles_of(res) == ["pseudo_anchor", "none", "pseudo_negative", "none", "pseudo_negative"]
     assert int(res.stats["k_prime"][0]) == 2  # equalisation factor sqrt(2/2) = 1
+    # binary-equivalent values (delta cancels): A_t = sqrt(2), A_j = -0.5/sqrt(2)
+    assert res.advantages[0].tolist() == pytest.approx([math.sqrt(2), 0, -0.5 / math.sqrt(2), 0, -0.5 / math.sqrt(2)], rel=1e-4)
+
+
+def test_rescue_seeding_pseudo_anchor() -> None:
+    """``rescue.seeding=pseudo_anchor``: t stays in the picked set. First pick e4 again; the second
+    maximises min(d(., t), d(., e4)): e1 min(1, 1) = 1 beats e2 min(0.0061, 1.99) and e3 min(0.0299, 1.97)."""
+    res = care_advantages(_seeding_group(), CareConfig(K=2, M=2, rescue=RescueConfig(seeding="pseudo_anchor")))
+    assert roles_of(res) == ["pseudo_anchor", "pseudo_negative", "none", "none", "pseudo_negative"]
     assert res.advantages[0].tolist() == pytest.approx([math.sqrt(2), -0.5 / math.sqrt(2), 0, 0, -0.5 / math.sqrt(2)], rel=1e-4)
+
+
+def test_rescue_seeding_picks_with_k3() -> None:
+    """K = 3 over {e1, e2, e3, e4}. authors: e4, then e2 (farthest from e4), then the candidate
+    maximising min(d(., e4), d(., e2)): e1 min(1, 0.8896) vs e3 min(1.9701, 0.0357) -> e1.
+    (d(e1, e2) = 1 - 0.1/0.9055 = 0.8896, d(e3, e2) = 1 - 0.72/(0.8246 * 0.9055) = 0.0357.)"""
+    from care_core.algorithms import cosine_distances, select_pseudo_negatives
+
+    g = _seeding_group()
+    dist = cosine_distances(g.embeddings)
+    fail = torch.ones(1, 5, dtype=torch.bool)
+    t = torch.tensor([0])
+    authors, kp = select_pseudo_negatives(dist, fail, t, 3, "authors")
+    seeded, _ = select_pseudo_negatives(dist, fail, t, 3, "pseudo_anchor")
+    assert authors.tolist() == [[4, 2, 1]] and int(kp[0]) == 3
+    # seeded at t: e4, e1 (as above), then max of min(d(., t), d(., e4), d(., e1)): e3 0.0299 > e2 0.0061
+    assert seeded.tolist() == [[4, 1, 3]]
+    with pytest.raises(ValueError, match="seeding"):
+        select_pseudo_negatives(dist, fail, t, 3, "nope")
 
 
 def _rgr_group(rgr_reward: float, rgr_acc: float):
@@ -143,7 +178,7 @@ def test_rgr_success() -> None:
     """K' = 3, S = {0, 4 (for 2), 1, 3}, rewards (1, 1, 0, 0): mu = 0.5, sigma = 0.5, raw = +-1.
     sqrt(4/3) = 1.1547005: A(0) = A(4) = 1.1547005 (success: A = raw), A(1) = A(3) = -0.5 * 1.1547005,
     A(2) = 0 (replaced)."""
-    res = care_advantages(_rgr_group(1.0, 1.0), CareParams())
+    res = care_advantages(_rgr_group(1.0, 1.0), CareConfig())
     e = 0.5 / (0.5 + EPS) * math.sqrt(4 / 3)
     assert res.advantages[0].tolist() == pytest.approx([e, -0.5 * e, 0.0, -0.5 * e, e], rel=1e-12)
     assert res.advantages[0].tolist() == pytest.approx([1.1547005, -0.5773503, 0.0, -0.5773503, 1.1547005], abs=1e-5)
@@ -157,7 +192,7 @@ def test_rgr_failure() -> None:
     -0.275 / 0.4205651 = -0.6538821. sqrt(4/3) = 1.1547005.
     A(0) = 1.7238711 * 1.1547005 = 1.9905548; A(4) = -s_refl * 0.4161068 * 1.1547005 = -0.25 * 0.4804787 = -0.1201197;
     A(1) = A(3) = -0.5 * 0.6538821 * 1.1547005 = -0.3775190; A(2) = 0. (eps = 1e-6 moves these by < 1e-5.)"""
-    res = care_advantages(_rgr_group(0.1, 0.0), CareParams(s=0.5, s_refl=None))
+    res = care_advantages(_rgr_group(0.1, 0.0), CareConfig(s=0.5, s_refl=None))
     assert res.advantages[0].tolist() == pytest.approx([1.9905548, -0.3775190, 0.0, -0.3775190, -0.1201197], abs=1e-5)
     assert roles_of(res) == ["anchor", "negative", "none", "negative", "rgr_negative"]
 
@@ -166,6 +201,6 @@ def test_rgr_of_unchosen_negative_is_ignored() -> None:
     """K = 1 picks only the nearest failure (2); an RGR row repairing failure 3 is not in S: A = 0."""
     g = _rgr_group(1.0, 1.0)
     g.replaces[0, 4] = 3
-    res = care_advantages(g, CareParams(K=1, M=1))
+    res = care_advantages(g, CareConfig(K=1, M=1))
     assert roles_of(res) == ["anchor", "none", "negative", "none", "none"]
     assert res.advantages[0, 4].item() == 0.0

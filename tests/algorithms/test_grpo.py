@@ -9,7 +9,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from care_core.algorithms import GroupBatch, GRPOParams, get_advantage_estimator, grpo_advantages
+from care_core.algorithms import GroupBatch, algorithm_spec, grpo_advantages
+from care_core.config import AlgorithmConfig, GRPOConfig
 
 group_lists = st.lists(
     st.lists(st.floats(0, 1, allow_nan=False), min_size=1, max_size=8), min_size=1, max_size=5
@@ -55,8 +56,8 @@ def test_grpo_hand_values_both_conventions() -> None:
 def test_grpo_estimators_ignore_rgr_rows() -> None:
     r = torch.tensor([[1.0, 0.0, 1.0]], dtype=torch.float64)
     batch = GroupBatch(r, r.clone(), torch.ones(1, 3, dtype=torch.bool), is_rgr=torch.tensor([[False, False, True]]))
-    out = get_advantage_estimator("grpo")(batch, GRPOParams(std="population"))
+    out = algorithm_spec(AlgorithmConfig(name="grpo", grpo=GRPOConfig(std="population"))).advantages(batch)
     assert out.advantages.tolist()[0] == pytest.approx([1.0, -1.0, 0.0], abs=1e-5)
-    dr = get_advantage_estimator("dr_grpo")(batch, GRPOParams())
+    dr = algorithm_spec(AlgorithmConfig(name="dr_grpo")).advantages(batch)
     assert dr.advantages.tolist()[0] == pytest.approx([0.5, -0.5, 0.0])
     assert out.group_kind.tolist() == [0]  # mixed

@@ -10,13 +10,17 @@ from hypothesis import strategies as st
 from care_core.algorithms import region_weights, token_advantages
 
 
-def loop_weights(mask: list[int], think: list[int], answer: list[int], positive: bool, tau: float) -> list[float]:
+def loop_weights(
+    mask: list[int], think: list[int], answer: list[int], positive: bool, tau: float, no_answer: str = "whole"
+) -> list[float]:
     """Spec, token by token: answer 1, think tau_pos (positives) / 0 (negatives), 0 off-mask;
-    no answer span -> every non-think response token is answer."""
+    no (or an empty) answer span -> every response token is answer (``whole``), or every non-think
+    token (``outside_think``)."""
     out = []
+    has_answer = answer[0] >= 0 and answer[1] > answer[0]
     for t, m in enumerate(mask):
-        in_think = think[0] >= 0 and think[0] <= t < think[1]
-        in_answer = (answer[0] <= t < answer[1]) if answer[0] >= 0 else not in_think
+        in_think = think[0] >= 0 and think[0] <= t < think[1] and (has_answer or no_answer == "outside_think")
+        in_answer = (answer[0] <= t < answer[1]) if has_answer else not in_think
         w = 1.0 if in_answer else ((tau if positive else 0.0) if in_think else 0.0)
         out.append(w * m)
     return out
@@ -40,22 +44,22 @@ def sequences(draw):
             return [s, draw(st.integers(s, length))]
 
         rows.append((mask, span(), span(), draw(st.booleans()), draw(st.floats(-3, 3, allow_nan=False))))
-    return rows, draw(st.sampled_from([0.0, 0.005, 0.5]))
+    return rows, draw(st.sampled_from([0.0, 0.005, 0.5])), draw(st.sampled_from(["whole", "outside_think"]))
 
 
 @settings(max_examples=100, deadline=None)
 @given(data=sequences())
 def test_token_advantages_sum_to_sequence_advantage(data) -> None:
-    rows, tau = data
+    rows, tau, rule = data
     mask = torch.tensor([r[0] for r in rows])
     think = torch.tensor([r[1] for r in rows])
     answer = torch.tensor([r[2] for r in rows])
     pos = torch.tensor([r[3] for r in rows])
     adv = torch.tensor([r[4] for r in rows])
-    tok = token_advantages(adv, mask, think, answer, pos, tau_pos=tau, enable=True)
-    w = region_weights(mask, think, answer, pos, tau)
+    tok = token_advantages(adv, mask, think, answer, pos, tau_pos=tau, enable=True, no_answer=rule)
+    w = region_weights(mask, think, answer, pos, tau, rule)
     for i, (m, th, an, p, a) in enumerate(rows):
-        expected_w = loop_weights(m, th, an, p, tau)
+        expected_w = loop_weights(m, th, an, p, tau, rule)
         assert w[i].tolist() == pytest.approx(expected_w)
         total = sum(expected_w)
         if total > 0:
@@ -63,7 +67,7 @@ def test_token_advantages_sum_to_sequence_advantage(data) -> None:
         else:
             assert (tok[i] == 0).all()
         assert all(tok[i, t].item() == 0 for t in range(len(m)) if m[t] == 0)
-        if not p:  # negatives never push on their think span
+        if not p and (an[1] > an[0] or rule == "outside_think"):  # negatives never push on their think span
             assert all(tok[i, t].item() == 0 for t in range(len(m)) if th[0] >= 0 and th[0] <= t < th[1] and not (an[0] <= t < an[1]))
 
 

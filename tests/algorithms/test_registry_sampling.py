@@ -6,35 +6,41 @@ import pytest
 import torch
 
 from care_core.algorithms import (
+    ALGORITHMS,
+    AlgorithmSpec,
     DynamicSamplingError,
     fill_batch,
     filter_groups,
-    get_advantage_estimator,
-    list_advantage_estimators,
-    register_advantage_estimator,
+    get_algorithm,
+    list_algorithms,
+    register_algorithm,
 )
-from care_core.algorithms.registry import _ESTIMATORS
 
 
-def test_builtin_estimators_registered() -> None:
-    assert {"grpo", "dr_grpo", "care"} <= set(list_advantage_estimators())
+def test_builtin_algorithms_registered() -> None:
+    assert {"grpo", "dr_grpo", "care"} <= set(list_algorithms())
+    assert get_algorithm("care").needs_embeddings and not get_algorithm("grpo").needs_embeddings
 
 
 def test_duplicate_registration_raises_and_unknown_lists_known() -> None:
-    @register_advantage_estimator("test_only_estimator")
-    def est(batch, params):  # noqa: ANN001, ANN202
-        return None
+    class Once(AlgorithmSpec):
+        name = "test_only_algorithm"
+
+    class Care(AlgorithmSpec):
+        name = "care"
 
     try:
-        assert get_advantage_estimator("test_only_estimator") is est
+        assert register_algorithm(Once) is Once and get_algorithm("test_only_algorithm") is Once
         with pytest.raises(ValueError, match="already registered"):
-            register_advantage_estimator("test_only_estimator")(est)
+            register_algorithm(Once)
         with pytest.raises(ValueError, match="already registered"):
-            register_advantage_estimator("care")(est)
+            register_algorithm(Care)
     finally:
-        _ESTIMATORS.pop("test_only_estimator")
+        ALGORITHMS.pop("test_only_algorithm")
+    with pytest.raises(ValueError, match="has no name"):
+        register_algorithm(AlgorithmSpec)
     with pytest.raises(KeyError, match=r"'nope'.*\['care', 'dr_grpo', 'grpo'"):
-        get_advantage_estimator("nope")
+        get_algorithm("nope")
 
 
 def test_filter_groups_counts() -> None:

@@ -50,7 +50,7 @@ def test_denominators():
 def test_region_weights_only_for_care():
     care = settings_from_recipe(build_recipe({"algorithm": {"name": "care"}}))
     grpo = settings_from_recipe(build_recipe({"algorithm": {"name": "grpo"}}))
-    assert care.region_enable and not grpo.region_enable
+    assert care.region is not None and grpo.region is None
     off = settings_from_recipe(build_recipe({"loss": {"kl": {"beta": 0.0}}}))
     assert not off.kl_enable
 
