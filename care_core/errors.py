@@ -4,7 +4,8 @@ Stages raise ``CareError`` subclasses (or the older ``RecipeError`` / ``SchemaEr
 ``StorageError`` / ``TrackingError``, which are ``CareError`` s too) for faults a user can fix.
 ``describe`` turns any exception into a ``Report`` (what, where, hint, exit code); ``care`` prints
 ``report.lines()`` and exits non-zero, ``--debug`` adds the traceback. KFP components use
-``one_line`` for the last line of a failed step. ``file_fault`` wraps library errors raised while
+``one_line`` for the last line of a failed step. A leaf module: callers that print pass the text
+through ``care_core.tracking.redact.redact`` (URIs with credentials). ``file_fault`` wraps library errors raised while
 reading a file (truncated Parquet/JSON, corrupt safetensors) so the message names the file.
 
 This module imports nothing heavy: it sits below every stage.
@@ -88,9 +89,7 @@ class Report:
 
 
 def _one_line(text: str) -> str:
-    from care_core.tracking.redact import redact
-
-    return " ".join(redact(text).split())
+    return " ".join(text.split())
 
 
 # exception class name -> hint, for library errors that are known but not ours
