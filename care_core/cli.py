@@ -85,7 +85,7 @@ def cmd_train(args: argparse.Namespace) -> Any:
     from care_core.stages.train import run_train
 
     recipe = _recipe(args)
-    return run_train(recipe)
+    return run_train(recipe, force=args.force)
 
 
 def cmd_compile(args: argparse.Namespace) -> Any:
@@ -188,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("train", cmd_train, "in-process loop: sft -> rounds of rollout -> advantage -> update -> eval")
     _add_recipe_args(p)
+    p.add_argument("--force", action="store_true",
+                   help="reuse cached data/SFT/checkpoints although the recipe changed (see docs/reliability.md)")
 
     p = add("compile", cmd_compile, "compile the KFP pipeline (IR YAML) for the KFP UI")
     _add_recipe_args(p)

@@ -6,6 +6,17 @@ Every round is checkpointed (``care_core.training.checkpoint``): policy, optimiz
 RNG states, counters and a ``latest`` pointer. With ``train.resume: auto`` a killed run continues
 from its last finished round and ends with the same weights as an uninterrupted run. Each round's
 diagnostics (care_method.md §11) are logged to MLflow (``tracking.uri``) at ``step = round``.
+
+Reliability (docs/reliability.md):
+
+- cached artifacts (``data/``, ``sft/``, round checkpoints) carry recipe fingerprints
+  (``care_core.stages.cache``): a changed recipe rebuilds them under ``train.resume=never`` and is
+  refused otherwise, unless ``force`` (``care train --force``);
+- MLflow outages never stop training: metrics are buffered in ``tracking_buffer.jsonl`` and sent when
+  the server is back (the run waits up to ``CARE_TRACKING_FLUSH_TIMEOUT_S``, default 300 s, at the end);
+- SIGTERM / SIGINT abandon the round in progress (its ``.tmp`` folder is removed on resume), mark the
+  MLflow run KILLED and exit 128 + signal; the last committed round is kept;
+- ``storage.artifact_root=s3://`` is refused: ``care train`` keeps everything under ``train.output_dir``.
 """
 
 from __future__ import annotations
@@ -13,7 +24,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -21,11 +35,21 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from care_core.config import Recipe, recipe_hash
+from care_core.stages import cache
 from care_core.training.checkpoint import commit_round, find_resume, load_rng, work_dir
 
 logger = logging.getLogger(__name__)
 
 TRACKING_FILE = "tracking.json"
+TRACKING_BUFFER = "tracking_buffer.jsonl"
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGTERM / SIGINT during ``care train`` (a Kubernetes preemption is a SIGTERM)."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum = signum
 
 
 def run_dir_for(recipe: Recipe) -> Path:
@@ -33,26 +57,43 @@ def run_dir_for(recipe: Recipe) -> Path:
     return Path(recipe.train.output_dir) / (recipe.tracking.run_name or recipe.name)
 
 
-def _ensure_data(recipe: Recipe, data_dir: Path) -> dict[str, Any]:
-    if (data_dir / "train.parquet").is_file():
+def _ensure_data(recipe: Recipe, data_dir: Path, force: bool = False) -> dict[str, Any]:
+    """Reuse ``data_dir`` when its recipe fingerprint matches, else (re)build it aside and swap it in."""
+    if (data_dir / "train.parquet").is_file() and cache.check(cache.read(data_dir), recipe, "data", data_dir,
+                                                               recipe.train.resume, force):
         return {}
+    from care_core.fsio import publish_dir, staging_dir
+
+    tmp = staging_dir(data_dir)
+    try:
+        metrics = _build_data(recipe, tmp)
+        cache.write(tmp, recipe, "data")
+        publish_dir(tmp, data_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return metrics
+
+
+def _build_data(recipe: Recipe, data_dir: Path) -> dict[str, Any]:
     from care_core.stages.ingest import run_ingest
 
     return run_ingest(recipe, data_dir)
 
 
-def _ensure_sft(recipe: Recipe, data_dir: Path, sft_dir: Path, base: str) -> tuple[str, dict[str, Any]]:
+def _ensure_sft(recipe: Recipe, data_dir: Path, sft_dir: Path, base: str, force: bool = False) -> tuple[str, dict[str, Any]]:
+    """Reuse ``sft_dir`` when its recipe fingerprint matches, else train it aside and swap it in."""
     done = sft_dir / "sft_metrics.json"
-    if done.is_file():
+    if done.is_file() and cache.check(cache.read(sft_dir), recipe, "sft", sft_dir, recipe.train.resume, force):
         return str(sft_dir), json.loads(done.read_text())
+    from care_core.fsio import publish_dir
     from care_core.stages.sft import run_sft
 
     tmp = sft_dir.with_name(sft_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     metrics = run_sft(recipe, data_dir, tmp, model_path=base)
     (tmp / "sft_metrics.json").write_text(json.dumps(metrics, default=str))
-    shutil.rmtree(sft_dir, ignore_errors=True)
-    tmp.rename(sft_dir)
+    cache.write(tmp, recipe, "sft")
+    publish_dir(tmp, sft_dir)
     return str(sft_dir), metrics
 
 
@@ -115,28 +156,79 @@ class _Tracking:
         run_id = json.loads(file.read_text()).get("run_id") if file.is_file() else None
         self.tracker.start_run(recipe, run_name=recipe.tracking.run_name or recipe.name, run_id=run_id,
                                tags={"care.run_dir": str(run_dir.resolve())})
+        self.tracker.enable_buffer(run_dir / TRACKING_BUFFER)
+        self.tracker.flush_buffer()  # metrics a previous process could not send
         file.write_text(json.dumps({"run_id": self.tracker.run_id, "uri": recipe.tracking.uri}))
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
         self.tracker.log_metrics(_numeric(metrics), step=step)
 
     def end(self, status: str) -> None:
-        self.tracker.end_run(status)
+        """End the run; a still-unreachable server is waited for (briefly when KILLED: the pod's grace period)."""
+        wait = float(os.environ.get("CARE_TRACKING_FLUSH_TIMEOUT_S", "300"))
+        self.tracker.end_run(status, wait_s=min(wait, 10.0) if status == "KILLED" else wait)
 
 
-def run_train(recipe: Recipe) -> dict[str, Any]:
-    """Run (or resume) the whole in-process training loop; returns a summary dict."""
+class _Signals:
+    """Turn SIGTERM / SIGINT into ``TrainingInterrupted`` while training (main thread only)."""
+
+    def __enter__(self) -> _Signals:
+        self.previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self.previous[sig] = signal.signal(sig, self._raise)
+        return self
+
+    def _raise(self, signum: int, frame: Any) -> None:
+        self.restore()  # a second signal gets the default behaviour
+        raise TrainingInterrupted(signum)
+
+    def restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        self.previous = {}
+
+    def __exit__(self, *exc: Any) -> None:
+        self.restore()
+
+
+def _check_storage(recipe: Recipe) -> None:
+    if str(recipe.storage.artifact_root).startswith("s3://"):
+        raise ValueError(
+            f"storage.artifact_root={recipe.storage.artifact_root}: care train keeps its data, checkpoints and "
+            f"results in train.output_dir ({recipe.train.output_dir}) and uploads nothing; use `care run` / "
+            "`care submit` for S3 artifacts, or --set storage.artifact_root=<local folder>"
+        )
+
+
+def run_train(recipe: Recipe, force: bool = False) -> dict[str, Any]:
+    """Run (or resume) the whole in-process training loop; returns a summary dict.
+
+    ``force``: reuse cached data / SFT / round checkpoints built from a different recipe (warned)."""
+    with _Signals():
+        try:
+            return _run_train(recipe, force)
+        except TrainingInterrupted as exc:
+            logger.warning("care train %s: the round in progress was abandoned, the MLflow run marked KILLED; "
+                           "run the same command again to resume from the last committed round", exc)
+            raise SystemExit(128 + exc.signum) from None
+
+
+def _run_train(recipe: Recipe, force: bool) -> dict[str, Any]:
     from care_core.models import resolve_model_path
     from care_core.stages.advantage import run_advantage
     from care_core.stages.rollout import run_rollout
     from care_core.stages.update import TRAINER_STATE, run_update
 
     t_start = time.perf_counter()
+    _check_storage(recipe)
     run_dir = run_dir_for(recipe)
     run_dir.mkdir(parents=True, exist_ok=True)
     resume = find_resume(run_dir, recipe.train.resume)
     data_dir = run_dir / "data"
-    data_metrics = _ensure_data(recipe, data_dir)
+    data_metrics = _ensure_data(recipe, data_dir, force)
+    if resume is not None:
+        cache.check(resume.state.get("fingerprint"), recipe, "round", resume.round_dir, recipe.train.resume, force)
     base = resolve_model_path(recipe.model)
     tracking = _Tracking(recipe, run_dir)
     status = "FAILED"
@@ -146,7 +238,7 @@ def run_train(recipe: Recipe) -> dict[str, Any]:
             tracking.log(data_metrics, step=0)
         reference = base
         if recipe.train.sft.enable:
-            reference, sft_metrics = _ensure_sft(recipe, data_dir, run_dir / "sft", base)
+            reference, sft_metrics = _ensure_sft(recipe, data_dir, run_dir / "sft", base, force)
             tracking.log(sft_metrics, step=0)
             summary["sft"] = sft_metrics
         policy, state_dir, global_step, first = reference, None, 0, 1
@@ -157,9 +249,6 @@ def run_train(recipe: Recipe) -> dict[str, Any]:
             global_step = int(resume.state.get("global_step", 0))
             first = resume.round_index + 1
             summary["resumed_from"] = str(resume.round_dir)
-            if resume.state.get("recipe_hash") not in (None, recipe_hash(recipe)):
-                logger.warning("resuming %s with a different recipe (hash %s, checkpoint %s)", run_dir, recipe_hash(recipe),
-                               resume.state.get("recipe_hash"))
             logger.info("resuming after round %d from %s", resume.round_index, resume.round_dir)
         rounds = range(first, recipe.train.rounds + 1)
         for r in tqdm(rounds, desc=f"care train ({recipe.algorithm.name})", unit="round", disable=len(rounds) == 0):
@@ -176,7 +265,7 @@ def run_train(recipe: Recipe) -> dict[str, Any]:
             metrics = {**m_roll, **advantage_metrics(m_adv), **_numeric(m_upd), "perf/round_s": time.perf_counter() - t_round,
                        "train/round": float(r), "train/global_step": float(global_step)}
             state = {"round": r, "global_step": global_step, "reference": str(reference), "recipe_hash": recipe_hash(recipe),
-                     "metrics": _numeric(metrics)}
+                     "fingerprint": cache.record(recipe, "round"), "metrics": _numeric(metrics)}
             final = commit_round(run_dir, r, state)
             policy, state_dir = str(final / "policy"), str(final / "policy" / TRAINER_STATE)
             if recipe.train.eval_every and r % recipe.train.eval_every == 0 and r != recipe.train.rounds:
@@ -191,6 +280,9 @@ def run_train(recipe: Recipe) -> dict[str, Any]:
                 tracking.log(eval_metrics, step=recipe.train.rounds)
                 summary["eval"] = eval_metrics
         status = "FINISHED"
+    except TrainingInterrupted:
+        status = "KILLED"
+        raise
     finally:
         tracking.end(status)
     summary.update({"final_policy": policy, "global_step": global_step, "mlflow_run_id": tracking.tracker.run_id,

@@ -3,10 +3,17 @@
 Every call to the tracking server is retried with exponential backoff; once retries are exhausted a
 ``TrackingError`` names the server URI and the call. mlflow's own HTTP retries are turned down
 (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``=0 unless set) so the total wait is bounded and predictable.
+
+With ``enable_buffer(path)`` (``care train``) an unreachable server never stops training: metrics
+that cannot be sent are appended to ``path`` (JSON lines, flushed to disk) and sent, in order, by the
+next call that reaches the server; while the buffer is non-empty each call tries once, without
+backoff. ``end_run(status, wait_s)`` waits up to ``wait_s`` for the server to flush the buffer; a
+buffer still left is kept on disk and flushed by the next ``care train`` of the same run folder.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -41,6 +48,8 @@ _FATAL_CODES = {
 
 class TrackingError(RuntimeError):
     """A tracking call that failed for good; the message names the tracking URI."""
+
+    transient: bool = True  # False: the server answered and refused (a retry or the buffer cannot help)
 
 
 def git_commit(cwd: str | Path | None = None) -> str:
@@ -112,6 +121,7 @@ class Tracker:
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.run_id: str | None = None
         self._experiment_id: str | None = None
+        self.buffer_path: Path | None = None
 
     @classmethod
     def from_recipe(cls, recipe: Recipe, **kwargs: Any) -> Tracker:
@@ -119,16 +129,18 @@ class Tracker:
         return cls(recipe.tracking.uri, recipe.tracking.experiment, **kwargs)
 
     # ------------------------------------------------------------------ plumbing
-    def _call(self, what: str, action: Callable[[], T]) -> T:
+    def _call(self, what: str, action: Callable[[], T], retries: int | None = None) -> T:
         from mlflow.exceptions import MlflowException
 
-        attempts = self.retries + 1
+        attempts = (self.retries if retries is None else retries) + 1
         for attempt in range(1, attempts + 1):
             try:
                 return action()
             except MlflowException as exc:
                 if exc.error_code in _FATAL_CODES:
-                    raise TrackingError(f"MLflow {what} at {self.tracking_uri} failed: {exc}") from exc
+                    fatal = TrackingError(f"MLflow {what} at {self.tracking_uri} failed: {exc}")
+                    fatal.transient = False
+                    raise fatal from exc
                 error: Exception = exc
             except (OSError, ConnectionError) as exc:
                 error = exc
@@ -221,10 +233,91 @@ class Tracker:
             self.log_params(flatten(recipe_to_dict(recipe)))
         return _RunHandle(self)
 
-    def end_run(self, status: str = "FINISHED") -> None:
-        """Mark the run FINISHED / FAILED / KILLED."""
+    def end_run(self, status: str = "FINISHED", wait_s: float = 0.0) -> None:
+        """Mark the run FINISHED / FAILED / KILLED.
+
+        With a metric buffer: first wait up to ``wait_s`` for the server to take the buffered metrics;
+        when it stays unreachable, warn and keep the buffer (never raise)."""
         run_id = self._require_run()
-        self._call("set_terminated", lambda: self.client.set_terminated(run_id, status=status))
+        if self.buffer_path is None:
+            self._call("set_terminated", lambda: self.client.set_terminated(run_id, status=status))
+            return
+        deadline = time.monotonic() + wait_s
+        while not self.flush_buffer(retries=0):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.warning("MLflow at %s unreachable: run %s not marked %s; %d metric(s) kept in %s (the next "
+                            "`care train` of this run folder sends them)", self.tracking_uri, run_id, status,
+                            self.buffered(), self.buffer_path)
+                return
+            log.info("waiting for MLflow at %s to send %d buffered metric(s) (%.0fs left)", self.tracking_uri,
+                     self.buffered(), left)
+            time.sleep(min(self.backoff_s * 4, left))
+        try:
+            self._call("set_terminated", lambda: self.client.set_terminated(run_id, status=status))
+        except TrackingError as exc:
+            if not exc.transient:
+                raise
+            log.warning("MLflow run %s not marked %s: %s", run_id, status, exc)
+
+    # ------------------------------------------------------------------ offline buffer
+    def enable_buffer(self, path: str | Path) -> None:
+        """Buffer metrics in ``path`` while the server is unreachable (see the module docstring)."""
+        self.buffer_path = Path(path)
+
+    def _read_buffer(self) -> list[dict[str, Any]]:
+        if self.buffer_path is None or not self.buffer_path.is_file():
+            return []
+        entries = []
+        for line in self.buffer_path.read_text().splitlines():
+            try:
+                entries.append(json.loads(line))
+            except ValueError:  # a line torn by a kill while it was appended
+                log.warning("%s: skipping a torn line", self.buffer_path)
+        return entries
+
+    def buffered(self) -> int:
+        """Number of metrics waiting in the buffer."""
+        return len(self._read_buffer())
+
+    def _write_buffer(self, entries: list[dict[str, Any]], append: bool) -> None:
+        assert self.buffer_path is not None
+        if not entries and not append:
+            self.buffer_path.unlink(missing_ok=True)
+            return
+        text = "".join(json.dumps(e) + "\n" for e in entries)
+        if append:
+            with open(self.buffer_path, "a") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+        else:
+            from care_core.fsio import write_text_atomic
+
+            write_text_atomic(self.buffer_path, text)
+
+    def flush_buffer(self, retries: int | None = None) -> bool:
+        """Send the buffered metrics in order; True when the buffer is empty afterwards."""
+        from mlflow.entities import Metric
+
+        entries = self._read_buffer()
+        if not entries:
+            return True
+        run_id = self._require_run()
+        while entries:
+            chunk = entries[:1000]
+            metrics = [Metric(e["key"], e["value"], e["timestamp"], e["step"]) for e in chunk]
+            try:
+                self._call("log_batch(buffered metrics)", lambda m=metrics: self.client.log_batch(run_id, metrics=m),
+                           retries=retries)
+            except TrackingError as exc:
+                if not exc.transient:
+                    raise
+                return False
+            entries = entries[len(chunk):]
+            self._write_buffer(entries, append=False)
+        log.info("MLflow at %s reachable again: buffered metrics sent", self.tracking_uri)
+        return True
 
     # ------------------------------------------------------------------ logging
     def set_tags(self, tags: Mapping[str, Any]) -> None:
@@ -256,10 +349,25 @@ class Tracker:
         flat = flatten_metrics(metrics, prefix)
         now = int(time.time() * 1000)
         items = [Metric(k, v, now, int(step or 0)) for k, v in flat.items()]
+        if self.buffer_path is not None and not self.flush_buffer(retries=0):
+            self._buffer(items, "MLflow still unreachable")
+            return flat
         for start in range(0, len(items), 1000):
             chunk = items[start : start + 1000]
-            self._call("log_batch(metrics)", lambda chunk=chunk: self.client.log_batch(run_id, metrics=chunk))
+            try:
+                self._call("log_batch(metrics)", lambda chunk=chunk: self.client.log_batch(run_id, metrics=chunk))
+            except TrackingError as exc:
+                if self.buffer_path is None or not exc.transient:
+                    raise
+                self._buffer(items[start:], str(exc))
+                break
         return flat
+
+    def _buffer(self, items: list[Any], why: str) -> None:
+        entries = [{"key": m.key, "value": m.value, "timestamp": m.timestamp, "step": m.step} for m in items]
+        self._write_buffer(entries, append=True)
+        log.warning("%s: %d metric(s) kept in %s (%d waiting); training continues", why, len(entries),
+                    self.buffer_path, self.buffered())
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         """Upload a file or a folder to the run's artifacts (under ``artifact_path``)."""
