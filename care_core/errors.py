@@ -160,7 +160,7 @@ def file_fault(path: str | Path, what: str = "cannot read") -> Iterator[None]:
         if not _is_file_fault(exc):
             raise
         detail = " ".join(str(exc).split())[:300]
-        raise FileFault(f"{what}: {type(exc).__name__}: {detail}", str(path)) from exc
+        raise FileFault(f"{what}: {type(exc).__name__}: {detail}", str(path), _FOREIGN_HINTS.get(type(exc).__name__)) from exc
 
 
 def read_json(path: str | Path) -> object:

@@ -13,6 +13,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from care_core.errors import CareError, file_fault
+
 ANSWER_TYPES = ("choice", "integer", "float", "expression", "text")
 
 IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
@@ -59,8 +61,10 @@ ADVANTAGE_COLUMNS = pa.schema(
 # ``role`` and ``group_kind`` values: care_core.algorithms.types.ROLE_NAMES / GROUP_KIND_NAMES (one place).
 
 
-class SchemaError(ValueError):
+class SchemaError(CareError, ValueError):
     """A row or file that breaks a stage contract; the message names file, row and field."""
+
+    default_hint = "fix or remove that row/file (at ingest, data.bad_rows=skip drops bad rows and lists them)"
 
 
 def check_columns(table: pa.Table, schema: pa.Schema, where: str) -> None:
@@ -115,13 +119,19 @@ def write_examples(rows: Iterable[dict[str, Any]], path: str | Path) -> int:
     return len(rows)
 
 
+def read_parquet(path: str | Path) -> pa.Table:
+    """``pq.read_table``; a missing, truncated or non-Parquet file is an error naming the file."""
+    with file_fault(path, "cannot read Parquet"):
+        return pq.read_table(path)
+
+
 def read_examples(path: str | Path) -> pa.Table:
-    table = pq.read_table(path)
+    table = read_parquet(path)
     return conform(table, EXAMPLE_SCHEMA, str(path))
 
 
 def read_rollouts(path: str | Path) -> pa.Table:
-    table = pq.read_table(path)
+    table = read_parquet(path)
     return conform(table, ROLLOUT_SCHEMA, str(path))
 
 

@@ -15,6 +15,8 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+from care_core.storage.paths import is_contained
+
 KEEP_FORMATS = ("PNG", "JPEG")
 
 
@@ -28,11 +30,10 @@ class BadRow(ValueError):
 
 
 def resolve_path(ref: str, roots: Sequence[Path]) -> Path | None:
-    """First existing ``root / ref`` (or ``ref`` itself when absolute), else None."""
-    candidate = Path(ref)
-    if candidate.is_absolute():
-        return candidate if candidate.is_file() else None
+    """First existing ``root / ref`` that stays inside ``root`` (an absolute ``ref`` only inside a root), else None."""
     for root in roots:
+        if not is_contained(root, ref):
+            continue
         path = root / ref
         if path.is_file():
             return path
@@ -59,6 +60,9 @@ def to_struct(value: Any, roots: Sequence[Path], field: str) -> dict[str, Any]:
     if isinstance(value, str):
         if not value.strip():
             raise BadRow(field, "missing image (empty path)")
+        if not any(is_contained(root, value) for root in roots):
+            where = ", ".join(str(r) for r in roots) or "<no dataset folder>"
+            raise BadRow(field, f"image path {value!r} leaves the dataset folder (allowed under {where})")
         path = resolve_path(value, roots)
         if path is None:
             where = ", ".join(str(r) for r in roots) or "<no image root>"

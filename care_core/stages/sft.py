@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from care_core.config import Recipe
+from care_core.errors import MissingInput
 from care_core.schema import SchemaError, read_examples
 
 logger = logging.getLogger(__name__)
@@ -43,7 +44,8 @@ def sft_rows(data_dir: str | Path) -> tuple[list[dict[str, Any]], Path]:
     if not path.is_file():
         path = data_dir / "train.parquet"
     if not path.is_file():
-        raise SchemaError(f"{data_dir}: neither sft.parquet nor train.parquet exists")
+        raise MissingInput("data folder has neither sft.parquet nor train.parquet", str(data_dir),
+                           hint="give the folder `care ingest --out DIR` wrote")
     rows = [r for r in read_examples(path).to_pylist() if (r.get("solution") or "").strip()]
     if not rows:
         raise SchemaError(f"{path}: no row has a non-empty field 'solution' to fine-tune on")
@@ -56,16 +58,19 @@ def run_sft(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, model_pat
 
     from care_core.data.prompting import encode_sft_examples
     from care_core.models import load_policy, resolve_model_path
+    from care_core.models.loading import check_model_path
     from care_core.stages.update import configure_trainable
 
     start = time.perf_counter()
     cfg = recipe.train.sft
     out_dir = Path(out_dir)
+    rows, source = sft_rows(data_dir)  # inputs first: a bad data folder fails before the model load
+    if model_path:
+        check_model_path(model_path, "--model")
     model_path = model_path or resolve_model_path(recipe.model)
     model, processor = load_policy(model_path, dtype=recipe.model.dtype, attn_implementation=recipe.model.attn_implementation,
                                    cache_dir=recipe.model.cache_dir)
     configure_trainable(model, recipe)
-    rows, source = sft_rows(data_dir)
 
     def collate(batch: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         enc = encode_sft_examples(processor, batch, recipe.data, cfg.max_length)

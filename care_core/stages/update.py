@@ -34,11 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import torch
 
 from care_core.config import Recipe, build_recipe, recipe_to_dict
-from care_core.schema import ROLLOUT_SCHEMA, SchemaError, conform
+from care_core.schema import ROLLOUT_SCHEMA, SchemaError, conform, read_parquet
 from care_core.training.optim import (
     build_optimizer,
     build_scheduler,
@@ -70,7 +69,7 @@ def total_optimizer_steps(recipe: Recipe) -> int:
 
 def read_update_rows(rollouts_path: str | Path) -> tuple[list[TrainRow], dict[str, list[dict[str, Any]]]]:
     """Advantage-stage rows -> (``TrainRow`` list, images per ``group_id``)."""
-    table = conform(pq.read_table(rollouts_path), ROLLOUT_SCHEMA, str(rollouts_path))
+    table = conform(read_parquet(rollouts_path), ROLLOUT_SCHEMA, str(rollouts_path))
     for col in ("advantage", "role"):
         if col not in table.column_names:
             raise SchemaError(f"{rollouts_path}: missing column {col!r}; run the advantage stage on the rollouts first")
@@ -262,6 +261,10 @@ def run_update(
                                "--rollouts": rollouts_path})
     if not Path(rollouts_path).is_file():
         raise FileNotFoundError(f"--rollouts {rollouts_path}: no such file")
+    from care_core.models.loading import check_model_path
+
+    check_model_path(model_path, "--model")  # a missing local folder is named here, not looked up on the hub
+    check_model_path(reference_path, "--reference")
     start = time.perf_counter()
     staging = staging_dir(out_dir)
     try:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from care_core.errors import CareError
 from care_core.storage.uri import parse_s3
 
 log = logging.getLogger(__name__)
@@ -29,8 +30,11 @@ CHECKSUM_KEY = "sha256"
 _RETRYABLE_HTTP = {408, 429, 500, 502, 503, 504}
 
 
-class StorageError(RuntimeError):
+class StorageError(CareError, RuntimeError):
     """An artifact transfer that failed for good (after retries); the message names the URI."""
+
+    default_hint = ("check the S3 endpoint and credentials in the environment (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, "
+                    "AWS_SECRET_ACCESS_KEY) and that the bucket exists")
 
 
 class ChecksumMismatch(StorageError):

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from care_core.storage import s3
+from care_core.storage.paths import contained
 from care_core.storage.uri import is_s3, join
 
 log = logging.getLogger(__name__)
@@ -67,8 +68,21 @@ def download_file(uri: str, local: str | Path, *, retries: int = 5) -> Path:
     return local
 
 
+def local_targets(uri: str, key_uris: list[str], local_dir: Path) -> list[tuple[str, Path]]:
+    """(key URI, local file) for every object under the prefix ``uri``; folder markers are skipped.
+
+    A key whose path below the prefix leaves ``local_dir`` (``..`` segments, a leading ``/``: AWS S3
+    accepts such keys) raises ``SecurityError`` naming the key."""
+    prefix = uri.rstrip("/") + "/"
+    return [(key_uri, contained(local_dir, key_uri[len(prefix) :], f"S3 key {key_uri}"))
+            for key_uri in key_uris if not key_uri.endswith("/")]
+
+
 def download_dir(uri: str, local_dir: str | Path, *, retries: int = 5) -> Path:
-    """Copy every object under the prefix ``uri`` into ``local_dir`` keeping relative paths."""
+    """Copy every object under the prefix ``uri`` into ``local_dir`` keeping relative paths.
+
+    A key whose relative path would leave ``local_dir`` (``..`` segments, a leading ``/``) is a
+    ``SecurityError``, raised before any file is written."""
     local_dir = Path(local_dir)
     if not is_s3(uri):
         src = Path(uri)
@@ -81,9 +95,8 @@ def download_dir(uri: str, local_dir: str | Path, *, retries: int = 5) -> Path:
     keys = s3.list_keys(uri, client=client, retries=retries)
     if not keys:
         raise s3.StorageError(f"download of {uri} failed: no objects under this prefix")
-    prefix = uri.rstrip("/") + "/"
-    for key_uri in keys:
-        s3.download_file(key_uri, local_dir / key_uri[len(prefix) :], client=client, retries=retries)
+    for key_uri, target in local_targets(uri, keys, local_dir):  # every key checked before anything is written
+        s3.download_file(key_uri, target, client=client, retries=retries)
     log.info("downloaded %d files from %s to %s", len(keys), uri, local_dir)
     return local_dir
 
