@@ -6,11 +6,14 @@ import argparse
 import json
 import logging
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from care_core.config import Recipe, RecipeError, load_recipe
+from care_core.config import Recipe, load_recipe
+from care_core.errors import describe
+from care_core.tracking.redact import install_log_redaction, redact
 
 DEMO_RECIPE = "recipes/tiny-care.yaml"
 
@@ -20,7 +23,7 @@ def _recipe(args: argparse.Namespace) -> Recipe:
 
 
 def _print(result: Any) -> None:
-    print(json.dumps(result, indent=2, default=str))
+    print(redact(json.dumps(result, indent=2, default=str)))
 
 
 def _add_recipe_args(parser: argparse.ArgumentParser, required: bool = True, default: str | None = None) -> None:
@@ -129,10 +132,13 @@ def cmd_compare(args: argparse.Namespace) -> Any:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="care", description="CARE / GRPO RLVR training of VLMs as a Kubeflow pipeline")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback when a command fails")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, handler: Callable[[argparse.Namespace], Any], help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show the full traceback when the command fails")
         p.set_defaults(handler=handler)
         return p
 
@@ -212,16 +218,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _report_error(exc: BaseException, debug: bool) -> int:
+    """One line ``error: <what> (<where>)`` and a hint on stderr (plus the traceback with --debug)."""
+    if debug:
+        print(redact("".join(traceback.format_exception(exc))), file=sys.stderr, end="")
+    report = describe(exc)
+    print(redact("\n".join(report.lines())), file=sys.stderr)
+    return report.code
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    install_log_redaction()
     try:
         result = args.handler(args)
-    except RecipeError as exc:
-        print(f"care {args.command}: invalid recipe: {exc}", file=sys.stderr)
-        return 2
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001  (every fault ends as one line + hint)
+        return _report_error(exc, args.debug)
     if result is not None:
         _print(result)
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,14 @@ import yaml
 from omegaconf import MISSING, OmegaConf  # noqa: F401  (MISSING re-exported for recipes)
 from omegaconf.errors import OmegaConfBaseException
 
+from care_core.errors import CareError
 
-class RecipeError(ValueError):
-    """An invalid recipe: unknown key, wrong type, or an inconsistent value."""
+
+class RecipeError(CareError, ValueError):
+    """An invalid recipe: unknown key, wrong type, or an inconsistent value (``where``: the recipe file)."""
+
+    exit_code = 2
+    default_hint = "fix the key in the recipe file or its --set override (README.md: Recipes)"
 
 
 # --------------------------------------------------------------------------- model
@@ -283,6 +289,9 @@ class EvalConfig:
     top_p: float = 1.0
     max_new_tokens: int = 1024
     batch_size: int = 32
+    # official: each benchmark's own deterministic rule (leaderboard-comparable); strict: the
+    # project's stricter rules (docs/benchmarks.md, "Scoring modes")
+    scoring: str = "official"
 
 
 @dataclass
@@ -317,6 +326,22 @@ class KubernetesConfig:
 
 
 @dataclass
+class RetrainConfig:
+    """Scheduled retraining with the MLflow Model Registry (README: Scheduled retraining).
+
+    The pipeline gets its lineage/warm-start step and its register + eval-gate step when
+    ``registered_model`` is set at compile time. ``start_from``: ``base`` (the recipe's model),
+    ``champion`` (the version the registered model's ``champion`` alias points to; base when there is
+    none yet) or a model URI (``s3://``, ``runs:/``, ``models:/``, ``mlflow-artifacts:/`` or a local folder).
+    """
+
+    registered_model: str | None = None
+    start_from: str = "base"  # base | champion | <model URI>
+    min_improvement: float = 0.0  # promote when score >= champion's score + min_improvement
+    skip_if_unchanged: bool = True  # same data fingerprint and training recipe as the champion: skip
+
+
+@dataclass
 class Recipe:
     """The whole run configuration. ``name`` defaults to the recipe file's stem."""
 
@@ -333,6 +358,7 @@ class Recipe:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     kubernetes: KubernetesConfig = field(default_factory=KubernetesConfig)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
 
 
 _CHOICES: dict[str, tuple[str, ...]] = {
@@ -352,48 +378,151 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "train.distributed.backend": ("plain", "deepspeed"),
     "train.distributed.launcher": ("torchrun", "deepspeed"),
     "reward.fallback": ("none", "last_number", "last_line"),
+    "eval.scoring": ("official", "strict"),
 }
 
 
 def _get(recipe: Recipe, dotted: str) -> Any:
     value: Any = recipe
     for part in dotted.split("."):
-        value = getattr(value, part)
+        value = value[int(part)] if part.isdigit() else getattr(value, part)
     return value
 
 
-def validate(recipe: Recipe, origin: str = "<recipe>") -> Recipe:
-    """Check enumerated choices and value ranges; raise ``RecipeError`` naming key and origin."""
-    for key, allowed in _CHOICES.items():
-        value = _get(recipe, key)
-        if value not in allowed:
-            raise RecipeError(f"{origin}: {key}={value!r} is not one of {list(allowed)}")
-    from care_core.algorithms.registry import list_algorithms  # the registered algorithms (lazy: torch)
+# names the stages know (kept equal to care_core.data.sources.SOURCES / care_core.stages.evaluate, tested)
+SOURCE_NAMES = ("synthetic", "chartqa", "geometry3k", "mathverse", "mathvision", "mathvista", "mmmu",
+                "mmmu_pro_standard", "mmmu_pro_vision", "virl39k", "vision_r1_cold")
+BENCHMARK_NAMES = ("synthetic", "mathvista", "mathverse", "mathvision", "mmmu", "mmmu_pro_standard", "mmmu_pro_vision")
+SOURCE_ROLES = ("rl", "sft", "both")
 
-    if recipe.algorithm.name not in list_algorithms():
-        raise RecipeError(f"{origin}: algorithm.name={recipe.algorithm.name!r} is not one of {list_algorithms()}")
-    care = recipe.algorithm.care
-    checks = [
-        ("rollout.n", recipe.rollout.n >= 1, "must be >= 1"),
+
+def _plain_name(value: str | None) -> bool:
+    """A single path component: no separators, not ``.``/``..``, no leading dot or control characters."""
+    if value is None:
+        return True
+    return (bool(value.strip()) and "/" not in value and "\\" not in value and not value.startswith(".")
+            and value.isprintable())
+
+
+def _range_checks(recipe: Recipe) -> list[tuple[str, bool, str]]:
+    """(key, ok, message) for every size, rate and range rule of the recipe (validation runs at load time)."""
+    care, ro, t, ev, d = recipe.algorithm.care, recipe.rollout, recipe.train, recipe.eval, recipe.data
+    opt = recipe.optim
+    return [
+        ("model.tiny.vocab_size", recipe.model.tiny.vocab_size >= 1, "must be >= 1"),
+        ("model.tiny.image_size", recipe.model.tiny.image_size >= 1, "must be >= 1"),
+        ("data.val_fraction", 0 <= d.val_fraction < 1, "must be in [0, 1)"),
+        ("data.max_prompt_length", d.max_prompt_length >= 1, "must be >= 1"),
+        ("data.image_max_pixels", d.image_max_pixels >= 1, "must be >= 1"),
+        ("data.synthetic.n_train", d.synthetic.n_train >= 0, "must be >= 0"),
+        ("data.synthetic.n_test", d.synthetic.n_test >= 0, "must be >= 0"),
+        ("rollout.n", ro.n >= 1, "must be >= 1"),
+        ("rollout.temperature", ro.temperature >= 0, "must be >= 0 (0: greedy, every sample of a group alike)"),
+        ("rollout.top_p", 0 < ro.top_p <= 1, "must be in (0, 1]"),
+        ("rollout.top_k", ro.top_k >= 0, "must be >= 0 (0: off)"),
+        ("rollout.max_new_tokens", ro.max_new_tokens >= 1, "must be >= 1"),
+        ("rollout.batch_size", ro.batch_size >= 1, "must be >= 1"),
+        ("rollout.vllm.gpu_memory_utilization", 0 < ro.vllm.gpu_memory_utilization <= 1, "must be in (0, 1]"),
+        ("rollout.vllm.tensor_parallel_size", ro.vllm.tensor_parallel_size >= 1, "must be >= 1"),
+        ("rollout.vllm.max_model_len", ro.vllm.max_model_len >= 1, "must be >= 1"),
         ("algorithm.care.K", care.K >= 1, "must be >= 1"),
         ("algorithm.care.M", care.M >= care.K, f"must be >= algorithm.care.K ({care.K})"),
         ("algorithm.care.s", care.s >= 0, "must be >= 0"),
+        ("algorithm.care.s_refl", care.s_refl is None or care.s_refl >= 0, "must be >= 0 or null"),
         ("algorithm.care.eps", care.eps > 0, "must be > 0"),
         ("algorithm.care.rescue.delta", care.rescue.delta > 0, "must be > 0"),
+        ("algorithm.care.rgr.temperature", care.rgr.temperature >= 0, "must be >= 0"),
+        ("algorithm.care.rgr.top_p", 0 < care.rgr.top_p <= 1, "must be in (0, 1]"),
+        ("algorithm.care.rgr.max_tokens", care.rgr.max_tokens >= 1, "must be >= 1"),
         ("algorithm.care.region.tau_pos", care.region.tau_pos >= 0, "must be >= 0"),
+        ("algorithm.grpo.eps", recipe.algorithm.grpo.eps > 0, "must be > 0"),
+        ("algorithm.dynamic_sampling.max_tries", recipe.algorithm.dynamic_sampling.max_tries >= 1, "must be >= 1"),
+        ("reward.format_weight", 0 <= recipe.reward.format_weight <= 1, "must be in [0, 1]"),
+        ("reward.math_verify_timeout_s", recipe.reward.math_verify_timeout_s > 0, "must be > 0"),
         ("loss.eps_low", 0 <= recipe.loss.eps_low < 1, "must be in [0, 1)"),
         ("loss.eps_high", recipe.loss.eps_high >= 0, "must be >= 0"),
         ("loss.dual_clip", recipe.loss.dual_clip is None or recipe.loss.dual_clip > 1, "must be > 1 or null"),
-        ("reward.format_weight", 0 <= recipe.reward.format_weight <= 1, "must be in [0, 1]"),
-        ("optim.lr", recipe.optim.lr > 0, "must be > 0"),
-        ("train.rounds", recipe.train.rounds >= 0, "must be >= 0"),
-        ("train.micro_batch_size", recipe.train.micro_batch_size >= 1, "must be >= 1"),
-        ("train.sft.warmup_steps", recipe.train.sft.warmup_steps >= 0, "must be >= 0"),
-        ("train.distributed.zero_stage", recipe.train.distributed.zero_stage in (0, 1, 2, 3), "must be 0-3"),
+        ("loss.kl.beta", recipe.loss.kl.beta >= 0, "must be >= 0"),
+        ("optim.lr", opt.lr > 0, "must be > 0"),
+        ("optim.weight_decay", opt.weight_decay >= 0, "must be >= 0"),
+        ("optim.betas", len(opt.betas) == 2 and all(0 <= b < 1 for b in opt.betas), "must be two numbers in [0, 1)"),
+        ("optim.grad_clip", opt.grad_clip >= 0, "must be >= 0 (0: no clipping)"),
+        ("optim.warmup_steps", opt.warmup_steps >= 0, "must be >= 0"),
+        ("train.rounds", t.rounds >= 0, "must be >= 0"),
+        ("train.prompts_per_round", t.prompts_per_round >= 1, "must be >= 1"),
+        ("train.mini_batch_size", t.mini_batch_size >= 1, "must be >= 1"),
+        ("train.micro_batch_size", t.micro_batch_size >= 1, "must be >= 1"),
+        ("train.ppo_epochs", t.ppo_epochs >= 1, "must be >= 1"),
+        ("train.eval_every", t.eval_every >= 0, "must be >= 0 (0: only at the end)"),
+        ("train.sft.epochs", t.sft.epochs > 0 or t.sft.max_steps > 0, "must be > 0 (or set train.sft.max_steps > 0)"),
+        ("train.sft.max_steps", t.sft.max_steps == -1 or t.sft.max_steps >= 1, "must be >= 1, or -1 (use epochs)"),
+        ("train.sft.lr", t.sft.lr > 0, "must be > 0"),
+        ("train.sft.batch_size", t.sft.batch_size >= 1, "must be >= 1"),
+        ("train.sft.gradient_accumulation_steps", t.sft.gradient_accumulation_steps >= 1, "must be >= 1"),
+        ("train.sft.max_length", t.sft.max_length >= 1, "must be >= 1"),
+        ("train.sft.warmup_steps", t.sft.warmup_steps >= 0, "must be >= 0"),
+        ("train.distributed.zero_stage", t.distributed.zero_stage in (0, 1, 2, 3), "must be 0-3"),
+        ("train.distributed.nodes", t.distributed.nodes >= 1, "must be >= 1"),
+        ("train.distributed.procs_per_node", t.distributed.procs_per_node >= 1, "must be >= 1"),
+        ("eval.temperature", ev.temperature >= 0, "must be >= 0 (0: greedy)"),
+        ("eval.top_p", 0 < ev.top_p <= 1, "must be in (0, 1]"),
+        ("eval.max_new_tokens", ev.max_new_tokens >= 1, "must be >= 1"),
+        ("eval.batch_size", ev.batch_size >= 1, "must be >= 1"),
+        ("tracking.run_name", _plain_name(recipe.tracking.run_name),
+         "must be a plain folder name (no slashes, no leading '.'): it names a folder under train.output_dir"),
+        ("name", _plain_name(recipe.name), "must be a plain folder name (no slashes, no leading '.'): it names the run folder"),
+        ("storage.retries", recipe.storage.retries >= 0, "must be >= 0"),
+        ("storage.multipart_threshold_mb", recipe.storage.multipart_threshold_mb >= 1, "must be >= 1"),
+        ("kubernetes.retries", recipe.kubernetes.retries >= 0, "must be >= 0"),
+        ("retrain.registered_model", recipe.retrain.registered_model is None
+         or (bool(recipe.retrain.registered_model.strip()) and recipe.retrain.registered_model.isprintable()),
+         "must be a non-empty name or null"),
+        ("retrain.start_from", _model_source(recipe.retrain.start_from),
+         "must be base, champion or a model URI (s3://, runs:/, models:/, mlflow-artifacts:/, an absolute folder)"),
+        ("retrain.min_improvement", math.isfinite(recipe.retrain.min_improvement), "must be a finite number"),
     ]
-    for key, ok, message in checks:
+
+
+def _model_source(value: str) -> bool:
+    """``retrain.start_from``: ``base``, ``champion``, a URI with a scheme or an absolute local folder."""
+    return value in ("base", "champion") or "://" in value or value.startswith(("runs:/", "models:/", "mlflow-artifacts:/", "/"))
+
+
+def _list_checks(recipe: Recipe) -> list[tuple[str, bool, str]]:
+    """Rules for the items of ``data.sources`` and ``eval.benchmarks``."""
+    out: list[tuple[str, bool, str]] = []
+    for i, src in enumerate(recipe.data.sources):
+        out += [
+            (f"data.sources.{i}.name", src.name in SOURCE_NAMES,
+             f"is not one of {list(SOURCE_NAMES)} (unknown source {src.name!r})"),
+            (f"data.sources.{i}.role", src.role in SOURCE_ROLES, f"is not one of {list(SOURCE_ROLES)}"),
+            (f"data.sources.{i}.limit", src.limit is None or src.limit >= 1, "must be >= 1 or null"),
+        ]
+    names = [b.name for b in recipe.eval.benchmarks]
+    for i, bench in enumerate(recipe.eval.benchmarks):
+        out += [
+            (f"eval.benchmarks.{i}.name", bench.name in BENCHMARK_NAMES,
+             f"is not one of {list(BENCHMARK_NAMES)} (unknown benchmark {bench.name!r})"),
+            (f"eval.benchmarks.{i}.name", names.index(bench.name) == i, "is listed twice in eval.benchmarks"),
+            (f"eval.benchmarks.{i}.limit", bench.limit is None or bench.limit >= 1, "must be >= 1 or null"),
+        ]
+    return out
+
+
+def validate(recipe: Recipe, origin: str = "<recipe>") -> Recipe:
+    """Check enumerated choices, names, sizes and ranges at load time (so ``care compile`` and every
+    stage refuse alike); raise ``RecipeError`` naming the key (``what``) and the recipe (``where``)."""
+    for key, allowed in _CHOICES.items():
+        value = _get(recipe, key)
+        if value not in allowed:
+            raise RecipeError(f"{key}={value!r} is not one of {list(allowed)}", origin)
+    from care_core.algorithms.registry import list_algorithms  # the registered algorithms (lazy: torch)
+
+    if recipe.algorithm.name not in list_algorithms():
+        raise RecipeError(f"algorithm.name={recipe.algorithm.name!r} is not one of {list_algorithms()}", origin)
+    for key, ok, message in _range_checks(recipe) + _list_checks(recipe):
         if not ok:
-            raise RecipeError(f"{origin}: {key}={_get(recipe, key)!r} {message}")
+            raise RecipeError(f"{key}={_get(recipe, key)!r} {message}", origin)
     return recipe
 
 
@@ -418,12 +547,12 @@ def _check_key(schema: Any, dotted: str, origin: str) -> None:
         if OmegaConf.is_list(node) and part.isdigit():
             node = node[int(part)] if int(part) < len(node) else None
             if node is None:
-                raise RecipeError(f"{origin}: unknown key {'.'.join(walked)!r} (list index out of range)")
+                raise RecipeError(f"unknown key {'.'.join(walked)!r} (list index out of range)", origin)
             continue
         if OmegaConf.is_dict(node) and node._metadata.object_type is dict:  # free-form mapping
             return
         known = sorted(node.keys()) if OmegaConf.is_dict(node) else []
-        raise RecipeError(f"{origin}: unknown key {'.'.join(walked)!r}; known keys here: {known}")
+        raise RecipeError(f"unknown key {'.'.join(walked)!r}; known keys here: {known}", origin)
 
 
 def build_recipe(data: dict[str, Any] | None, overrides: list[str] | None = None, origin: str = "<recipe>") -> Recipe:
@@ -432,18 +561,18 @@ def build_recipe(data: dict[str, Any] | None, overrides: list[str] | None = None
     try:
         merged = OmegaConf.merge(schema, data or {})
     except OmegaConfBaseException as exc:
-        raise RecipeError(f"{origin}: {_describe(exc)}") from None
+        raise RecipeError(_describe(exc), origin) from None
     for item in overrides or []:
         key, value = _parse_override(item)
         _check_key(merged, key, f"{origin} (--set)")
         try:
             OmegaConf.update(merged, key, value, merge=True)
         except OmegaConfBaseException as exc:
-            raise RecipeError(f"{origin} (--set {key}): {_describe(exc)}") from None
+            raise RecipeError(_describe(exc), f"{origin} (--set {key})") from None
     try:
         recipe = OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
-        raise RecipeError(f"{origin}: {_describe(exc)}") from None
+        raise RecipeError(_describe(exc), origin) from None
     assert isinstance(recipe, Recipe)
     return validate(recipe, origin)
 
@@ -458,13 +587,13 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Load a YAML recipe file; its ``name`` defaults to the file's stem."""
     path = Path(path)
     if not path.is_file():
-        raise RecipeError(f"recipe file not found: {path}")
+        raise RecipeError("recipe file not found", str(path), hint="give an existing YAML file, e.g. recipes/tiny-care.yaml")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise RecipeError(f"{path}: not valid YAML: {exc}") from None
+        raise RecipeError(f"not valid YAML: {' '.join(str(exc).split())}", str(path)) from None
     if not isinstance(data, dict):
-        raise RecipeError(f"{path}: a recipe must be a mapping at the top level, got {type(data).__name__}")
+        raise RecipeError(f"a recipe must be a mapping at the top level, got {type(data).__name__}", str(path))
     data.setdefault("name", path.stem)
     return build_recipe(data, overrides, origin=str(path))
 
@@ -497,6 +626,8 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[dotted] = value
     return out
+
+
 
 
 def policy_temperature(recipe: Recipe) -> float:

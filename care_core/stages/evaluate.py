@@ -214,6 +214,10 @@ def run_evaluate(
 
         model_path = resolve_model_path(recipe.model)
     model_path = str(model_path)
+    if generate_fn is None:
+        from care_core.models.loading import check_model_path  # noqa: PLC0415
+
+        check_model_path(model_path, "--model")  # before any benchmark is read or model loaded
     names = [b.name for b in cfg.benchmarks]
     if len(set(names)) != len(names):
         raise ValueError(f"eval.benchmarks: a benchmark is listed twice: {names}")

@@ -357,6 +357,20 @@ def rollout_metrics(groups: list[Group], rgr_rows: list[dict[str, Any]], positiv
     }
 
 
+def check_rollout_inputs(recipe: Recipe, model_path: str, train_path: Path, n_rows: int) -> None:
+    """Refuse a missing model folder, and more prompts per round than the data holds (never silent repeats)."""
+    from care_core.errors import InputError
+    from care_core.models.loading import check_model_path
+
+    check_model_path(model_path, "--model")
+    if recipe.train.prompts_per_round > n_rows:
+        raise InputError(
+            f"train.prompts_per_round={recipe.train.prompts_per_round} is more than the {n_rows} rows of the data",
+            str(train_path),
+            hint="lower train.prompts_per_round or ingest more rows (data.synthetic.n_train, a source's limit)",
+        )
+
+
 def run_rollout(recipe: Recipe, model_path: str | None, data_dir: str | Path, out_path: str | Path, round_index: int) -> dict[str, Any]:
     """Decode, score and embed one round of rollouts (+ RGR rows); write them to ``out_path``."""
     from care_core.models import load_policy, resolve_model_path
@@ -365,6 +379,7 @@ def run_rollout(recipe: Recipe, model_path: str | None, data_dir: str | Path, ou
     model_path = str(model_path) if model_path else resolve_model_path(recipe.model)
     train_path = Path(data_dir) / "train.parquet"
     examples = read_examples(train_path).to_pylist()
+    check_rollout_inputs(recipe, model_path, train_path, len(examples))  # before the model load
     model, processor = load_policy(model_path, dtype=recipe.model.dtype, attn_implementation=recipe.model.attn_implementation,
                                    cache_dir=recipe.model.cache_dir)
     engine = make_engine(recipe.rollout.engine, model, processor, model_path, recipe.rollout, recipe.model.dtype, recipe.train.seed)

@@ -53,8 +53,10 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 
 def run_dir_for(recipe: Recipe) -> Path:
-    """The run folder: ``train.output_dir / (tracking.run_name or recipe name)``."""
-    return Path(recipe.train.output_dir) / (recipe.tracking.run_name or recipe.name)
+    """The run folder: ``train.output_dir / (tracking.run_name or recipe name)``, never outside ``output_dir``."""
+    from care_core.storage.paths import contained
+
+    return contained(recipe.train.output_dir, recipe.tracking.run_name or recipe.name, "tracking.run_name / recipe name")
 
 
 def _ensure_data(recipe: Recipe, data_dir: Path, force: bool = False) -> dict[str, Any]:
@@ -149,16 +151,18 @@ class _Tracking:
     """MLflow logging through ``care_core.tracking.Tracker``, re-attaching to the run on resume."""
 
     def __init__(self, recipe: Recipe, run_dir: Path):
+        from care_core.errors import read_json
         from care_core.tracking import Tracker
+        from care_core.tracking.redact import redact
 
         self.tracker = Tracker.from_recipe(recipe)
         file = run_dir / TRACKING_FILE
-        run_id = json.loads(file.read_text()).get("run_id") if file.is_file() else None
+        run_id = read_json(file).get("run_id") if file.is_file() else None  # a truncated file is named
         self.tracker.start_run(recipe, run_name=recipe.tracking.run_name or recipe.name, run_id=run_id,
                                tags={"care.run_dir": str(run_dir.resolve())})
         self.tracker.enable_buffer(run_dir / TRACKING_BUFFER)
         self.tracker.flush_buffer()  # metrics a previous process could not send
-        file.write_text(json.dumps({"run_id": self.tracker.run_id, "uri": recipe.tracking.uri}))
+        file.write_text(json.dumps({"run_id": self.tracker.run_id, "uri": redact(recipe.tracking.uri)}))
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
         self.tracker.log_metrics(_numeric(metrics), step=step)

@@ -23,6 +23,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from care_core.errors import CareError
+from care_core.tracking.redact import redact
+
 if TYPE_CHECKING:
     from care_core.config import Recipe
 
@@ -46,8 +49,10 @@ _FATAL_CODES = {
 }
 
 
-class TrackingError(RuntimeError):
+class TrackingError(CareError, RuntimeError):
     """A tracking call that failed for good; the message names the tracking URI."""
+
+    default_hint = "check that the MLflow server at tracking.uri is reachable (credentials: MLFLOW_TRACKING_USERNAME/PASSWORD)"
 
     transient: bool = True  # False: the server answered and refused (a retry or the buffer cannot help)
 
@@ -227,7 +232,7 @@ class Tracker:
                 lambda: self.client.create_run(self.experiment_id, run_name=name, tags=all_tags),
             )
             self.run_id = run.info.run_id
-            log.info("MLflow run %s in experiment %r at %s", self.run_id, self.experiment, self.tracking_uri)
+            log.info("MLflow run %s in experiment %r at %s", self.run_id, self.experiment, redact(self.tracking_uri))
         self.set_tags(all_tags)
         if recipe is not None:
             self.log_params(flatten(recipe_to_dict(recipe)))
@@ -335,7 +340,7 @@ class Tracker:
         run_id = self._require_run()
         existing = self._call("get_run", lambda: self.client.get_run(run_id)).data.params
         items = [
-            Param(str(k), str(v)[:MAX_PARAM_LEN]) for k, v in params.items() if str(k) not in existing
+            Param(str(k), redact(str(v))[:MAX_PARAM_LEN]) for k, v in params.items() if str(k) not in existing
         ]
         for start in range(0, len(items), 100):  # MLflow accepts <= 100 params per batch
             chunk = items[start : start + 100]

@@ -131,9 +131,10 @@ def test_limit_role_both_and_val_fraction(tmp_path: Path) -> None:
 
 
 def test_unknown_source_name(tmp_path: Path) -> None:
-    recipe = build_recipe({"data": {"sources": [{"name": "coco", "path": str(FIXTURES)}]}})
-    with pytest.raises(KeyError, match="unknown source 'coco'"):
-        run_ingest(recipe, tmp_path)
+    from care_core.config import RecipeError
+
+    with pytest.raises(RecipeError, match="data.sources.0.name='coco' is not one of"):  # refused at load time
+        build_recipe({"data": {"sources": [{"name": "coco", "path": str(FIXTURES)}]}})
 
 
 def test_synthetic_source(tmp_path: Path) -> None:
