@@ -167,7 +167,7 @@ def train_arm(recipe: Recipe, arm: str, seed: int, sft_dir: Path, sft_acc: float
             for f in ("rollouts.parquet", "advantages.parquet"):
                 (rdir / f).unlink(missing_ok=True)
             model, state = str(rdir / "model"), str(rdir / "model")
-            row = {**_numeric(ro, "rollout/"), **_numeric(adv, "advantage/"), **_numeric(up, "update/"),
+            row = {**_numeric(ro, "rollout/"), **_numeric(adv["metrics"], "advantage/"), **_numeric(up, "update/"),
                    "time/rollout_s": t1 - t0, "time/advantage_s": t2 - t1, "time/update_s": t3 - t2, "round": float(r + 1)}
             if (r + 1) % every == 0 or r + 1 == rounds:
                 ev = evaluate(recipe, model, run_dir / f"eval-r{r + 1:03d}", data_dir)
@@ -240,8 +240,8 @@ DIAGNOSTICS = {  # care_method.md §11 subset: value in the last round, mean ± 
     "rollout/response_length/mean": "response len",
     "rollout/format/mean": "format rate",
     "rollout/groups/frac_all_wrong": "all-wrong groups",
-    "advantage/rescue_rate": "rescue rate",
-    "advantage/neg_pos_var_ratio": "neg/pos var",
+    "advantage/care/rescue_rate": "rescue rate",
+    "advantage/advantages/neg_pos_var_ratio": "neg/pos var",
     "update/actor/entropy": "entropy",
     "update/actor/grad_norm": "grad norm",
 }

@@ -93,7 +93,7 @@ def run_ours(model_path: str, algo: str, s: StepSettings, data_dir: Path, work: 
         model, state = str(rdir / "model"), str(rdir / "model")
         steps.append({"rollout_s": t1 - t0, "embed_s": timer.seconds, "advantage_s": t2 - t1, "update_s": t3 - t2,
                       "step_s": t3 - t0, "tokens": ro.get("perf/rollout_tokens", float("nan")),
-                      "rgr_attempts": ro.get("rgr/attempts", 0.0), "advantage_diag_s": adv.get("perf/advantage_s")})
+                      "rgr_attempts": ro.get("rgr/attempts", 0.0), "advantage_diag_s": adv["metrics"].get("perf/advantage_s")})
     return {"warmup": steps[0], "steps": steps[1:]}
 
 

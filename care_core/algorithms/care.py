@@ -231,7 +231,7 @@ def care_diagnostics(batch: GroupBatch, res: AdvantageResult, rescue_normalize: 
         "k_prime_mean": f(kp[with_s].double().mean()) if with_s.any() else None,
         "k_prime_hist": {str(k): int((kp == k).sum()) for k in range(1, int(kp.max()) + 1)} if with_s.any() else {},
         "anchor_think_len_mean": f(anchor_think.mean()) if anchor_think.numel() else None,
-        "think_len_mean": f(batch.think_len[ro_mixed].double().mean()) if ro_mixed.any() else None,
+        "mixed_think_len_mean": f(batch.think_len[ro_mixed].double().mean()) if ro_mixed.any() else None,
         "neg_cos_distance_mean": f(st["neg_distance"][mixed].nanmean()) if mixed.any() else None,
         "rescued_groups": rescued,
         "rescue_rate": f(st["rescued"].sum() / all_wrong.sum()) if all_wrong.any() else None,

@@ -3,7 +3,10 @@
 Asks the recipe's algorithm spec (``algorithm_spec(recipe.algorithm)``) what it needs, groups the
 rows by ``group_id``, validates them (errors name file, group, sample and column), runs the spec's
 estimator on one padded batch of groups and writes every input column plus the three new ones
-(input row order kept). The input file is never modified. Returns the diagnostics of care_method.md §11 that need no model.
+(input row order kept). The input file is never modified. Returns what it saw (rows, groups, group
+kinds) and, under ``metrics``, the diagnostics of docs/method.md §11 that need no model, named in the
+project's metric vocabulary (docs/interfaces.md §5): ``advantages/*``, ``roles/<role>``,
+``<algorithm>/<diagnostic>`` (the spec's own, e.g. ``care/k_prime_mean``) and ``perf/advantage_s``.
 """
 
 from __future__ import annotations
@@ -241,34 +244,33 @@ def _diagnostics(rows: _Rows, layout: _Layout, batch: GroupBatch, res: Advantage
     adv = res.advantages[g, c].double()
     roles = res.roles[g, c]
     b = len(layout.group_names)
-    kinds = {k: int((res.group_kind == code).sum()) for k, code in GROUP_KIND.items()}
     ro = ~torch.from_numpy(rows.is_rgr)
-    out: dict[str, Any] = {
+    pos, neg = adv[adv > 0], adv[adv < 0]
+    metrics: dict[str, Any] = {
+        "advantages/mean": _f(adv.mean()) if adv.numel() else None,
+        "advantages/std": _f(adv.std(unbiased=False)) if adv.numel() else None,
+        "advantages/abs_max": _f(adv.abs().max()) if adv.numel() else None,
+        "advantages/nonzero": int((adv != 0).sum()),
+        "advantages/pos_mean": _f(pos.mean()) if pos.numel() else None,
+        "advantages/neg_mean": _f(neg.mean()) if neg.numel() else None,
+        # mean squared advantage of negatives over that of positives (update-size balance)
+        "advantages/neg_pos_var_ratio": _f((neg**2).mean() / (pos**2).mean()) if pos.numel() and neg.numel() else None,
+        **{f"roles/{r}": int((roles == code).sum()) for r, code in ROLE.items()},
+    }
+    # the algorithm's own diagnostics live under its name (care/k_prime_mean, ...)
+    metrics.update({k if "/" in k else f"{spec.name}/{k}": v for k, v in spec.diagnostics(batch, res).items()})
+    # what DAPO dynamic sampling would drop (the rollout stage refills; nothing is dropped here)
+    _, would_drop = filter_groups(batch.accuracy, batch.valid & ~batch.is_rgr)
+    return {
         "algorithm": spec.name,
         "rows": len(rows.group_id),
         "groups": b,
         "rollout_rows": int(ro.sum()),
         "rgr_rows": int((~ro).sum()),
-        "reward_mean": _f(rows.reward[~rows.is_rgr].mean()) if ro.any() else None,
-        "accuracy_mean": _f(rows.accuracy[~rows.is_rgr].mean()) if ro.any() else None,
-        "format_rate": _f(rows.fmt[~rows.is_rgr].mean()) if ro.any() else None,
-        "group_kinds": kinds,
-        **{f"share_{k}": _f(v / max(b, 1)) for k, v in kinds.items()},
-        "adv_mean": _f(adv.mean()) if adv.numel() else None,
-        "adv_std": _f(adv.std(unbiased=False)) if adv.numel() else None,
-        "adv_abs_max": _f(adv.abs().max()) if adv.numel() else None,
-        "adv_nonzero": int((adv != 0).sum()),
+        "group_kinds": {k: int((res.group_kind == code).sum()) for k, code in GROUP_KIND.items()},
+        "dynamic_sampling": would_drop,
+        "metrics": metrics,
     }
-    pos, neg = adv[adv > 0], adv[adv < 0]
-    out["adv_pos_mean"] = _f(pos.mean()) if pos.numel() else None
-    out["adv_neg_mean"] = _f(neg.mean()) if neg.numel() else None
-    # mean squared advantage of negatives over that of positives (update-size balance)
-    out["neg_pos_var_ratio"] = _f((neg**2).mean() / (pos**2).mean()) if pos.numel() and neg.numel() else None
-    out["roles"] = {r: int((roles == code).sum()) for r, code in ROLE.items()}
-    # what DAPO dynamic sampling would drop (the rollout stage refills; nothing is dropped here)
-    _, out["dynamic_sampling"] = filter_groups(batch.accuracy, batch.valid & ~batch.is_rgr)
-    out.update(spec.diagnostics(batch, res))
-    return out
 
 
 def compute_advantages(table: pa.Table, recipe: Recipe, where: str = "<rollouts>") -> tuple[pa.Table, dict[str, Any]]:
@@ -295,15 +297,15 @@ def compute_advantages(table: pa.Table, recipe: Recipe, where: str = "<rollouts>
     for field, values in zip(ADVANTAGE_COLUMNS, (adv, role, kind), strict=True):
         table = table.append_column(field, pa.array(values, type=field.type))
     diag = _diagnostics(rows, layout, batch, res, spec)
-    diag["estimator_s"] = round(estimator_s, 6)
+    diag["metrics"]["perf/advantage_s"] = round(estimator_s, 6)
     return table, diag
 
 
 def run_advantage(recipe: Recipe, rollouts_path: str | Path, out_path: str | Path) -> dict[str, Any]:
     """Read rollouts, compute advantages with ``recipe.algorithm.name``, write ``out_path``.
 
-    Returns JSON-serialisable diagnostics (group kinds, K', anchor vs mean think length, chosen
-    negative cosine distance, rescue rate, RGR success, advantage stats, timings).
+    Returns JSON-serialisable diagnostics: rows, groups, group kinds and ``metrics`` (advantage stats,
+    role counts, the algorithm's own diagnostics such as K' and the rescue rate, timings).
     """
     start = time.perf_counter()
     src, dst = Path(rollouts_path), Path(out_path)
@@ -320,7 +322,8 @@ def run_advantage(recipe: Recipe, rollouts_path: str | Path, out_path: str | Pat
         os.replace(tmp, dst)
     finally:
         tmp.unlink(missing_ok=True)
-    diag["total_s"] = round(time.perf_counter() - start, 6)
+    diag["metrics"]["perf/advantage_stage_s"] = round(time.perf_counter() - start, 6)
     diag["out"] = str(dst)
-    log.info("advantage stage: %d rows, %d groups in %.3fs", diag["rows"], diag["groups"], diag["total_s"])
+    log.info("advantage stage: %d rows, %d groups in %.3fs", diag["rows"], diag["groups"],
+             diag["metrics"]["perf/advantage_stage_s"])
     return diag

@@ -352,7 +352,7 @@ def rollout_metrics(groups: list[Group], rgr_rows: list[dict[str, Any]], positiv
         "response_length/mean": float(lengths.mean()) if lengths.size else math.nan,
         "response_length/max": float(lengths.max()) if lengths.size else math.nan,
         "response_length/clip_ratio": _mean([float(r["truncated"]) for r in rows]),
-        "care/think_len_mean": float(think.mean()) if think.size else math.nan,
+        "response_length/think_mean": float(think.mean()) if think.size else math.nan,
         "rollout/rows": float(len(rows) + len(rgr_rows)),
     }
 

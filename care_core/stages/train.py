@@ -5,7 +5,8 @@
 Every round is checkpointed (``care_core.training.checkpoint``): policy, optimizer + LR schedule,
 RNG states, counters and a ``latest`` pointer. With ``train.resume: auto`` a killed run continues
 from its last finished round and ends with the same weights as an uninterrupted run. Each round's
-diagnostics (care_method.md §11) are logged to MLflow (``tracking.uri``) at ``step = round``.
+diagnostics (docs/method.md §11) are logged to MLflow (``tracking.uri``) at ``step = round``, under the
+same names as the KFP components log them (``care_core.tracking.stage_log.stage_metrics``).
 
 Reliability (docs/reliability.md):
 
@@ -36,6 +37,7 @@ from tqdm.auto import tqdm
 
 from care_core.config import Recipe, recipe_hash
 from care_core.stages import cache
+from care_core.tracking.stage_log import stage_metrics
 from care_core.training.checkpoint import commit_round, find_resume, load_rng, work_dir
 
 logger = logging.getLogger(__name__)
@@ -107,44 +109,6 @@ def _numeric(metrics: dict[str, Any]) -> dict[str, float]:
         elif isinstance(value, int | float) and math.isfinite(float(value)):
             out[key] = float(value)
     return out
-
-
-# advantage-stage diagnostic -> TRL/verl-style metric name (care_method.md §11)
-ADVANTAGE_METRICS = {
-    "k_prime_mean": "care/k_prime_mean",
-    "anchor_think_len_mean": "care/anchor_think_len",
-    "think_len_mean": "care/mixed_think_len_mean",
-    "neg_cos_distance_mean": "care/neg_cos_distance",
-    "rescued_groups": "care/rescued_groups",
-    "rescue_rate": "care/rescue_rate",
-    "rgr_attempts": "rgr/rows",
-    "rgr_used": "rgr/used",
-    "rgr_unused": "rgr/unused",
-    "adv_mean": "advantages/mean",
-    "adv_std": "advantages/std",
-    "adv_abs_max": "advantages/abs_max",
-    "adv_nonzero": "advantages/nonzero",
-    "adv_pos_mean": "advantages/pos_mean",
-    "adv_neg_mean": "advantages/neg_mean",
-    "neg_pos_var_ratio": "advantages/neg_pos_var_ratio",
-}
-_SKIP = {"algorithm", "rows", "groups", "rollout_rows", "rgr_rows", "reward_mean", "accuracy_mean", "format_rate",
-         "rgr_successes", "rgr_success_rate", "group_kinds", "dynamic_sampling", "k_prime_hist"}
-
-
-def advantage_metrics(diag: dict[str, Any]) -> dict[str, float]:
-    """Rename the advantage stage's diagnostics to metric names; role counts go to ``roles/*``."""
-    out: dict[str, Any] = {}
-    for key, value in diag.items():
-        if key in _SKIP or key.startswith("share_"):
-            continue
-        if key == "roles" and isinstance(value, dict):
-            out.update({f"roles/{role}": count for role, count in value.items()})
-        elif key in ADVANTAGE_METRICS:
-            out[ADVANTAGE_METRICS[key]] = value
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            out[f"advantage/{key}"] = value
-    return _numeric(out)
 
 
 class _Tracking:
@@ -239,11 +203,11 @@ def _run_train(recipe: Recipe, force: bool) -> dict[str, Any]:
     summary: dict[str, Any] = {"run_dir": str(run_dir), "recipe_hash": recipe_hash(recipe), "rounds": []}
     try:
         if data_metrics:
-            tracking.log(data_metrics, step=0)
+            tracking.log(stage_metrics("ingest", data_metrics), step=0)
         reference = base
         if recipe.train.sft.enable:
             reference, sft_metrics = _ensure_sft(recipe, data_dir, run_dir / "sft", base, force)
-            tracking.log(sft_metrics, step=0)
+            tracking.log(stage_metrics("sft", sft_metrics), step=0)
             summary["sft"] = sft_metrics
         policy, state_dir, global_step, first = reference, None, 0, 1
         if resume is not None:
@@ -264,9 +228,9 @@ def _run_train(recipe: Recipe, force: bool) -> dict[str, Any]:
             m_adv = run_advantage(recipe, wd / "rollouts.parquet", wd / "advantages.parquet")
             m_upd = run_update(recipe, policy, wd / "advantages.parquet", wd / "policy", reference_path=reference,
                                state_dir=state_dir)
-            m_upd.pop("history", None)
             global_step = int(m_upd.get("update/global_step", global_step))
-            metrics = {**m_roll, **advantage_metrics(m_adv), **_numeric(m_upd), "perf/round_s": time.perf_counter() - t_round,
+            metrics = {**stage_metrics("rollout", m_roll), **stage_metrics("advantage", m_adv),
+                       **stage_metrics("update", m_upd), "perf/round_s": time.perf_counter() - t_round,
                        "train/round": float(r), "train/global_step": float(global_step)}
             state = {"round": r, "global_step": global_step, "reference": str(reference), "recipe_hash": recipe_hash(recipe),
                      "fingerprint": cache.record(recipe, "round"), "metrics": _numeric(metrics)}
@@ -296,12 +260,8 @@ def _run_train(recipe: Recipe, force: bool) -> dict[str, Any]:
 
 
 def _evaluate(recipe: Recipe, policy: str, out_dir: Path, data_dir: Path) -> dict[str, float]:
-    """Run ``care_core.stages.evaluate``; its flat metrics under ``eval/``."""
+    """Run ``care_core.stages.evaluate``; its metrics (``eval/...``), as the KFP component logs them."""
     from care_core.stages.evaluate import run_evaluate
 
     results = run_evaluate(recipe, policy, out_dir, data_dir=data_dir)
-    flat = results.get("metrics") or {}
-    out = {f"eval/{k}" if not str(k).startswith("eval/") else str(k): v for k, v in flat.items()}
-    if isinstance(results.get("macro_avg"), int | float):
-        out["eval/macro_avg"] = float(results["macro_avg"])
-    return _numeric(out)
+    return stage_metrics("evaluate", results)

@@ -51,8 +51,9 @@ def test_toy_estimator_runs_through_recipe_advantage_stage_and_update_settings()
     # A = 2 * (acc - 0.5) = (1, -1, -1, 1); no embedding was asked for (the rows carry none)
     assert out.column("advantage").to_pylist() == [1.0, -1.0, -1.0, 1.0]
     assert out.column("group_kind").to_pylist() == ["mixed"] * 4
-    assert diag["algorithm"] == TOY and diag["toy_scale"] == 2.0 and diag["toy_adv_sum"] == 0.0
-    assert "k_prime_mean" not in diag  # CARE's diagnostics belong to CARE's spec
+    assert diag["algorithm"] == TOY  # the spec's diagnostics are logged under its name
+    assert diag["metrics"][f"{TOY}/toy_scale"] == 2.0 and diag["metrics"][f"{TOY}/toy_adv_sum"] == 0.0
+    assert not any(key.startswith("care/") for key in diag["metrics"])  # CARE's diagnostics belong to CARE's spec
     settings = settings_from_recipe(recipe)
     assert settings.region is not None and settings.region.tau_pos == 0.0
 

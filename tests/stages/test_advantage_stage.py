@@ -100,14 +100,16 @@ def test_care_stage_values_columns_and_diagnostics(rollouts: Path, tmp_path: Pat
     json.dumps(diag)  # JSON-serialisable
     assert diag["groups"] == 4 and diag["rows"] == 17 and diag["rgr_rows"] == 1
     assert diag["group_kinds"] == {"mixed": 2, "all_correct": 1, "all_wrong": 1}
-    assert diag["rescue_rate"] == 1.0 and diag["rescued_groups"] == 1
-    assert diag["rgr_attempts"] == 1 and diag["rgr_success_rate"] == 1.0 and diag["rgr_used"] == 1
-    assert diag["k_prime_mean"] == pytest.approx((2 + 3 + 3) / 3)
-    assert diag["anchor_think_len_mean"] == pytest.approx(7.5)  # anchors: think 5 (g-mixed), 10 (g-rgr)
-    assert diag["think_len_mean"] == pytest.approx((20 + 5 + 10 + 10 + 4 * 10) / 8)
-    assert diag["roles"]["anchor"] == 2 and diag["roles"]["pseudo_negative"] == 3
-    assert 0 < diag["neg_cos_distance_mean"] <= 2
-    assert diag["neg_pos_var_ratio"] is not None
+    m = diag["metrics"]  # the metric vocabulary (docs/interfaces.md §5)
+    assert m["care/rescue_rate"] == 1.0 and m["care/rescued_groups"] == 1
+    assert m["care/rgr_attempts"] == 1 and m["care/rgr_success_rate"] == 1.0 and m["care/rgr_used"] == 1
+    assert m["care/k_prime_mean"] == pytest.approx((2 + 3 + 3) / 3)
+    assert m["care/anchor_think_len_mean"] == pytest.approx(7.5)  # anchors: think 5 (g-mixed), 10 (g-rgr)
+    assert m["care/mixed_think_len_mean"] == pytest.approx((20 + 5 + 10 + 10 + 4 * 10) / 8)
+    assert m["roles/anchor"] == 2 and m["roles/pseudo_negative"] == 3
+    assert 0 < m["care/neg_cos_distance_mean"] <= 2
+    assert m["advantages/neg_pos_var_ratio"] is not None
+    assert all("/" in key for key in m)
     assert diag["dynamic_sampling"] == {"kept": 2, "dropped_all_correct": 1, "dropped_all_wrong": 1}
 
 

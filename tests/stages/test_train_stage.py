@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -65,6 +66,9 @@ def test_care_train_three_rounds_logs_to_mlflow(algo, mlflow_server, tmp_path, t
     for key in expected:
         history = client.get_metric_history(run.info.run_id, key)
         assert sorted(m.step for m in history) == [1, 2, 3], key
+    vocabulary = (Path(__file__).resolve().parents[2] / "docs" / "interfaces.md").read_text().split("## 5. Metrics")[1]
+    namespaces = set(re.findall(r"`([a-z_]+)/`", vocabulary.split("\n## ")[0]))  # docs/interfaces.md §5
+    assert {name.split("/")[0] for name in run.data.metrics} <= namespaces, sorted(run.data.metrics)
     reward = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "reward/mean")}
     assert reward == {int(r["train/round"]): pytest.approx(r["reward/mean"]) for r in summary["rounds"]}
     assert "sft/train_loss" in run.data.metrics and run.data.params["algorithm.name"] == algo
