@@ -63,3 +63,15 @@ class PredictionLog:
             os.fsync(handle.fileno())
         for record in records:
             self.records[record["id"]] = record
+
+    def rewrite(self, records: Iterable[dict[str, Any]]) -> None:
+        """Replace the given records (by id) and rewrite the whole file atomically (temp file + rename)."""
+        for record in records:
+            self.records[record["id"]] = record
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write("".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in self.records.values()))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.path)

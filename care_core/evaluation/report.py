@@ -29,7 +29,8 @@ DISPLAY_NAMES = {
 @dataclass
 class BenchmarkResult:
     """``accuracy``/``format_rate`` are fractions over ``n`` scored items; ``categories`` maps a
-    dimension to ``{value: {"n": int, "accuracy": float}}``."""
+    dimension to ``{value: {"n": int, "accuracy": float}}``; ``skipped`` counts the bad rows left
+    out under ``data.bad_rows=skip`` (``skipped_rows``: their reasons, the first ones)."""
 
     name: str
     n: int
@@ -37,6 +38,8 @@ class BenchmarkResult:
     accuracy: float
     format_rate: float
     categories: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    skipped: int = 0
+    skipped_rows: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -100,6 +103,9 @@ def results_markdown(results: Mapping[str, BenchmarkResult], macro: float | None
         if name not in SIX_BENCHMARKS:
             r = results[name]
             lines.append(f"| {DISPLAY_NAMES.get(name, name)} | {r.n} | {_pct(r.accuracy)} | {_pct(r.format_rate)} |")
+    skips = [f"{DISPLAY_NAMES.get(n, n)}: {results[n].skipped}" for n in ordered if results[n].skipped]
+    if skips:
+        lines += ["", "Bad rows skipped (data.bad_rows=skip; not in n): " + ", ".join(skips)]
     for name in ordered:
         for dimension, values in results[name].categories.items():
             lines += ["", f"## {DISPLAY_NAMES.get(name, name)} by {dimension}", "", f"| {dimension} | n | accuracy (%) |", "|---|---:|---:|"]

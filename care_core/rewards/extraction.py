@@ -16,10 +16,15 @@ Rules (stable contract; the rollout stage stores the spans in rollout rows):
   tags occurs exactly once, and ``A`` is not blank (``T`` may be empty).
 * :func:`extract_answer`: the content of the answer span's pair (the same pair as above: answer
   tags inside the think block do not count; if the content holds a ``\\boxed{}``, the last box
-  inside it); else the last ``\\boxed{}``/``\\fbox{}``
+  inside it, else if it says "the answer is X", that X); else the last ``\\boxed{}``/``\\fbox{}``
   in the text (nested braces); else the configured fallback (``none``: nothing; ``last_number``:
-  the last "answer is X"/"Answer: X" phrase (X up to the end of its sentence), else the last number;
-  ``last_line``: that phrase, else the last non-empty line), searched after ``</think>`` if present.
+  the last "answer is X"/"Answer: X" phrase (X up to the end of its sentence; the LAST phrase wins,
+  even on one line), else the last number (scientific notation included); ``last_line``: that
+  phrase, else the last non-empty line), searched after ``</think>`` if present.
+  With ``numeric=False`` (the gold is not a number: text, option, expression, tuple) ``last_number``
+  does not cut the answer down to a number: it takes the phrase, else the final expression of the
+  last line (its last ``$…$``/``\\(…\\)`` math span, else the text after its last ``=`` or `` is ``,
+  else a bracketed group ending it, else the whole line), see :func:`final_expression`.
 """
 
 from __future__ import annotations
@@ -37,12 +42,17 @@ Span = tuple[int, int]
 ABSENT: Span = (-1, -1)
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
-_NUMBER_RE = re.compile(r"[-+\u2212]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?%?|[-+\u2212]?\.\d+%?")
+_NUMBER_RE = re.compile(
+    r"[-+\u2212]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?%?|[-+\u2212]?\.\d+(?:[eE][-+]?\d+)?%?"
+)
 # "the (final) answer is X", "Answer: X", "the correct option is X": keep the text after the last one.
+# No capture of the rest: a greedy ``(.+)`` would swallow a later phrase on the same line.
 _PHRASE_RE = re.compile(
-    r"(?:final\s+answer|the\s+answer|answer|correct\s+(?:option|choice))\s*(?:is|:|=)\s*[:\s]*(.+)",
+    r"(?:final\s+answer|the\s+answer|answer|correct\s+(?:option|choice))\s*(?:is|:|=)\s*[:\s]*",
     re.IGNORECASE,
 )
+_MATH_SPAN_RE = re.compile(r"\$([^$]+)\$|\\\((.+?)\\\)")
+_TRAILING_GROUP_RE = re.compile(r"([\(\[][^()\[\]]*[\)\]])\s*\.?\s*$")  # "... meet at (-3,-3)."
 _FORMAT_RE = re.compile(r"<think>(.*)</think>\s*<answer>(.*)</answer>", re.DOTALL)
 
 
@@ -134,11 +144,35 @@ def _answer_content(text: str) -> str | None:
 
 def _phrase(text: str) -> str | None:
     """Text after the last "answer is"/"Answer:" phrase (first line of it), trailing period dropped."""
-    matches = list(_PHRASE_RE.finditer(text))
+    matches = [m for m in _PHRASE_RE.finditer(text) if text[m.end() :].strip()]
     if not matches:
         return None
-    value = matches[-1].group(1).strip().splitlines()[0].strip()
+    value = text[matches[-1].end() :].strip().splitlines()[0].strip()
     value = re.split(r"\.\s", value, maxsplit=1)[0].rstrip(".").strip()  # first sentence only
+    return value or None
+
+
+def final_expression(text: str) -> str | None:
+    """The final answer of an untagged response whose gold is not a number (module rules)."""
+    phrase = _phrase(text)
+    if phrase is not None:
+        return phrase
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return None
+    line = lines[-1]
+    spans = [a or b for a, b in _MATH_SPAN_RE.findall(line)]
+    if spans:
+        value = spans[-1]
+    elif "=" in line:
+        value = line.rsplit("=", 1)[1]
+    elif " is " in line:
+        value = line.rsplit(" is ", 1)[1]
+    elif _TRAILING_GROUP_RE.search(line):
+        value = _TRAILING_GROUP_RE.search(line).group(1)
+    else:
+        value = line
+    value = value.strip().rstrip(".").strip()
     return value or None
 
 
@@ -147,14 +181,21 @@ def last_number(text: str) -> str | None:
     return matches[-1] if matches else None
 
 
-def extract_answer(text: str, fallback: str = "last_number") -> str | None:
-    """The response's final answer string (module rules), or None when nothing is found."""
+def extract_answer(text: str, fallback: str = "last_number", numeric: bool = True) -> str | None:
+    """The response's final answer string (module rules), or None when nothing is found.
+
+    ``numeric``: whether the gold is a number; ``False`` keeps ``last_number`` from reducing a
+    non-numeric answer (``\\frac{\\sqrt{30}}{2}``, ``(-3,-3)``, ``light blue``) to its last number.
+    """
     if fallback not in FALLBACKS:
         raise ValueError(f"fallback={fallback!r} not in {FALLBACKS}")
     content = _answer_content(text)
     if content is not None:
         boxed = last_boxed(content)
-        return boxed if boxed is not None else content
+        if boxed is not None:
+            return boxed
+        phrase = _phrase(content)  # "<answer>The answer is 7.</answer>" reads as 7
+        return phrase if phrase is not None else content
     boxed = last_boxed(text)
     if boxed is not None:
         return boxed
@@ -163,6 +204,8 @@ def extract_answer(text: str, fallback: str = "last_number") -> str | None:
     tail = text.rsplit(THINK_CLOSE, 1)[-1] if THINK_CLOSE in text else text
     # bound the work on adversarial input: conclusions live at the end of a response
     tail = tail[-4000:]
+    if fallback == "last_number" and not numeric:
+        return final_expression(tail)
     phrase = _phrase(tail)
     if phrase is not None:
         return phrase

@@ -11,6 +11,7 @@ they take whole seconds only and refuse to run outside the main thread.
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing as mp
 import os
@@ -39,6 +40,10 @@ def _call_with_alarm(fn: Callable[..., Any], args: tuple, timeout_s: float) -> t
     previous_handler = signal.signal(signal.SIGALRM, _alarm_handler)
     previous_timer = signal.getitimer(signal.ITIMER_REAL)
     started = time.monotonic()
+    # no garbage collection inside the guarded call: an alarm landing in a gc callback would raise
+    # where it cannot propagate (an "unraisable" exception) instead of stopping the call
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
     try:
         try:
             signal.setitimer(signal.ITIMER_REAL, timeout_s, 0.05)
@@ -50,6 +55,8 @@ def _call_with_alarm(fn: Callable[..., Any], args: tuple, timeout_s: float) -> t
     except _Deadline:  # fired between the call's end and disarming
         return False, None
     finally:
+        if gc_was_enabled:
+            gc.enable()
         signal.signal(signal.SIGALRM, previous_handler)
         if previous_timer[0] > 0:  # an outer timer (e.g. pytest-timeout) keeps its deadline
             remaining = max(previous_timer[0] - (time.monotonic() - started), 1e-3)

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from care_core.rewards.extraction import extract_answer, format_reward
-from care_core.rewards.verifiers import verify
+from care_core.rewards.verifiers import number_readings, verify
+
+
+def gold_is_numeric(answer: str, answer_type: str) -> bool:
+    """Whether the gold is a number, so that an untagged response may be read by its last number."""
+    if answer_type in ("integer", "float"):
+        return True
+    return answer_type in ("text", "expression") and bool(number_readings(answer))
 
 
 def score_response(
@@ -21,11 +28,13 @@ def score_response(
 
     ``accuracy`` verifies the extracted answer (:func:`extract_answer` with ``fallback``) by
     ``answer_type`` (:func:`care_core.rewards.verifiers.verify`); ``format`` is 1 for a well-formed
-    ``<think>…</think><answer>…</answer>`` response; ``format_weight`` is lam.
+    ``<think>…</think><answer>…</answer>`` response; ``format_weight`` is lam. A non-numeric gold
+    (text, option, expression) is never read from the response's last number
+    (:func:`gold_is_numeric`): ChartQA's "Yes" or "light blue" needs no tags to score.
     """
     if not 0.0 <= format_weight <= 1.0:
         raise ValueError(f"format_weight={format_weight} must be in [0, 1]")
-    pred = extract_answer(response, fallback)
+    pred = extract_answer(response, fallback, numeric=gold_is_numeric(answer, answer_type))
     accuracy = verify(pred, answer, answer_type, choices, precision, data_source, timeout_s)
     fmt = format_reward(response)
     return {"reward": (1.0 - format_weight) * accuracy + format_weight * fmt, "accuracy": accuracy, "format": fmt}

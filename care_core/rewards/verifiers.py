@@ -40,18 +40,33 @@ _NUM_RE = re.compile(
     r"\s*(?P<pct>%)?\s*(?P<unit>(?:[a-zA-Z\u00b5\u03bc]+\.?(?:\^?\d)?(?:\s*/\s*[a-zA-Z]+(?:\^?\d)?)?\s*){0,3})$"
 )
 _DEGREE_RE = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\degree|°|\\circ")
+_SUPERSCRIPTS = str.maketrans({"\u00b2": "^2", "\u00b3": "^3", "\u00b9": "^1"})
+_ROOT_RE = re.compile(r"\u221a\s*(\d+(?:\.\d+)?|[A-Za-z]|\{[^{}]*\}|\([^()]*\))")
+_BRACED_EXPONENT_RE = re.compile(r"\^\s*\{\s*(-?\d+)\s*\}")
+
+
+def _root(match: re.Match[str]) -> str:
+    body = match.group(1)
+    if body[0] in "{(":
+        body = body[1:-1]
+    return "\\sqrt{" + body + "}"
 
 
 def _strip_latex(text: str) -> str:
     s = text.strip()
     for _ in range(3):
         s = _TEXT_WRAP_RE.sub(r"\1", s)
-    s = s.replace("\\$", "$").replace("\\%", "%").replace("\\!", "").replace("\\,", "").replace("~", " ")
+    s = s.replace("\\$", "\x00").replace("\\%", "%").replace("\\!", "").replace("\\,", "").replace("~", " ")
     s = s.replace("\\left", "").replace("\\right", "")
     s = re.sub(r"^\\\(|\\\)$|^\\\[|\\\]$", "", s).strip()
-    if len(s) >= 2 and s[0] == "$" and s[-1] == "$" and s.count("$") == 2:
-        s = s[1:-1]
-    return s.translate(_MINUS).strip()
+    # ``$`` pairs delimit math anywhere in the string ("Volume $=904.78 \mathrm{~cm}^{3}$"); a lone
+    # ``$`` (or an escaped ``\$``) is a currency sign and stays
+    if s.count("$") >= 2 and s.count("$") % 2 == 0:
+        s = s.replace("$", " ")
+    s = s.replace("\x00", "$")
+    s = _BRACED_EXPONENT_RE.sub(r"^\1", s.translate(_SUPERSCRIPTS))
+    s = _ROOT_RE.sub(_root, s)
+    return " ".join(s.translate(_MINUS).split())
 
 
 def number_readings(text: str | None) -> list[float]:
@@ -187,7 +202,32 @@ def choice_letter(pred: str | None, choices: list[str] | None) -> str | None:
     ]
     if len(contained) == 1:
         return LETTERS[contained[0]]
-    return None
+    return _last_standalone_letter(s, valid)
+
+
+_STANDALONE_RE = re.compile(r"(?<![A-Za-z0-9])([A-J])(?![A-Za-z0-9'\u2019])")
+_CORRECTION_RE = re.compile(r"\b(?:no|not|wait|actually|instead|rather|correction|sorry|hmm)\b", re.IGNORECASE)
+
+
+def _last_standalone_letter(s: str, valid: str) -> str | None:
+    """A letter standing alone in the prediction ("I think it's B... no, D" names D).
+
+    ``A``/``I`` followed by a lower-case word are the article and the pronoun, not options. Several
+    different letters name one option only when a correction word ("no", "wait", "actually")
+    stands between the last two; otherwise ("B or C") the prediction is ambiguous.
+    """
+    found = [
+        m for m in _STANDALONE_RE.finditer(s)
+        if m.group(1) in valid and not (m.group(1) in "AI" and re.match(r"\s+[a-z]", s[m.end() :]))
+    ]
+    letters = [m.group(1) for m in found]
+    if not letters:
+        return None
+    if len(set(letters)) == 1:
+        return letters[0]
+    previous = next(m for m in reversed(found) if m.group(1) != letters[-1])
+    between = s[previous.end() : found[-1].start()]
+    return letters[-1] if _CORRECTION_RE.search(between) else None
 
 
 def truth_letter(answer: str, choices: list[str] | None) -> str | None:
@@ -243,6 +283,7 @@ def verify_expression(pred: str | None, answer: str, timeout_s: float = 3.0) -> 
     if len(pred) > MAX_MATH_VERIFY_CHARS:
         return False
     _quiet_math_verify()
+    pred = _ROOT_RE.sub(_root, pred.translate(_SUPERSCRIPTS))  # "4√6" -> "4\sqrt{6}" for math-verify
     ok, result = call_with_timeout(_math_verify_equal, (answer, pred), timeout_s)
     return bool(ok and result)
 

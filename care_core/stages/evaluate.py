@@ -11,6 +11,16 @@ Artifacts under ``out_dir``:
   settings are discarded rather than mixed.
 * ``results.json`` — the returned dict; ``results.md`` — the Markdown table.
 
+Scoring follows ``eval.scoring`` (``official``: each benchmark's own rule; ``strict``: the project's,
+see :mod:`care_core.rewards.benchmarks`); a record scored under the other mode is re-scored from its
+stored response, without decoding again.
+
+Bad benchmark rows: with ``data.bad_rows=skip`` a row that cannot be read (ingest rules) or whose
+prompt cannot be built (undecodable image, marks that do not match its images) is left out and
+counted: ``benchmarks.<name>.skipped`` (with the reasons under ``skipped_rows``) in
+``results.json``, and ``eval/<name>/skipped_rows`` among the metrics. With ``error`` (the default)
+the first bad row stops the evaluation with its file, row and field.
+
 Metrics come back flat under ``"metrics"`` (``eval/<benchmark>/accuracy``, ``eval/macro_avg``,
 ...) for the caller to log to MLflow.
 """
@@ -43,6 +53,7 @@ from care_core.evaluation.report import (
 logger = logging.getLogger(__name__)
 
 SYNTHETIC = "synthetic"
+MAX_LISTED_SKIPS = 50  # reasons kept in results.json per benchmark (the count is always complete)
 KNOWN_BENCHMARKS = (*SIX_BENCHMARKS, SYNTHETIC)
 
 # rows (example-row dicts) -> one response string per row
@@ -50,11 +61,13 @@ GenerateFn = Callable[[list[dict[str, Any]]], list[str]]
 
 
 # --------------------------------------------------------------------------- rows
-def load_benchmark_rows(bench: BenchmarkConfig, recipe: Recipe, data_dir: str | Path | None = None) -> list[dict[str, Any]]:
+def load_benchmark_rows(bench: BenchmarkConfig, recipe: Recipe, data_dir: str | Path | None = None,
+                        skipped: list[str] | None = None) -> list[dict[str, Any]]:
     """Example rows of one benchmark, in a stable order, cut to ``bench.limit``.
 
     ``synthetic``: ``data_dir/test.parquet`` when given, else the generated test split.
-    Others: the source adapter of the same name, from ``bench.path`` (hub layout) or ``bench.hub_id``.
+    Others: the source adapter of the same name, from ``bench.path`` (hub layout) or ``bench.hub_id``;
+    bad rows follow ``recipe.data.bad_rows`` (``skip``: left out, described in ``skipped``).
     """
     if bench.name == SYNTHETIC:
         rows = _synthetic_rows(bench, recipe, data_dir)
@@ -64,7 +77,8 @@ def load_benchmark_rows(bench: BenchmarkConfig, recipe: Recipe, data_dir: str | 
         if not (bench.path or bench.hub_id):
             logger.info("%s: no path given; loading its default hub id (needs the network)", bench.name)
         rows = load_source_rows(bench.name, path=bench.path, hub_id=bench.hub_id, split=bench.split,
-                                config_name=bench.config_name, limit=bench.limit)
+                                config_name=bench.config_name, limit=bench.limit,
+                                bad_rows=recipe.data.bad_rows, skipped=skipped)
     else:
         raise ValueError(f"eval.benchmarks: unknown benchmark {bench.name!r}; known: {list(KNOWN_BENCHMARKS)}")
     ids = [row["id"] for row in rows]
@@ -115,16 +129,21 @@ def score_item(name: str, row: dict[str, Any], response: str, recipe: Recipe) ->
         correct = float(scored["accuracy"])
         categories = {k: [str(meta[k])] for k in ("family", "difficulty") if k in meta}
     else:
-        result = get_benchmark_scorer(name)([{**row, "response": response}])
+        result = get_benchmark_scorer(name)([{**row, "response": response}], recipe.eval.scoring)
         correct = float(result["per_item"][0])
         categories = {dim: sorted(cells) for dim, cells in result["by_category"].items()}
     return {"id": row["id"], "answer": row["answer"], "response": response, "correct": correct,
-            "format": fmt, "categories": categories}
+            "format": fmt, "categories": categories, "scoring": recipe.eval.scoring}
 
 
 # --------------------------------------------------------------------------- decoding
 def make_generate_fn(recipe: Recipe, model_path: str, settings: DecodeSettings) -> GenerateFn:
-    """Load the policy once and return a rows -> responses function (greedy unless temperature > 0)."""
+    """Load the policy once and return a rows -> responses function (greedy unless temperature > 0).
+    ``rollout.engine: vllm`` decodes on vLLM (``care_core.rollout.vllm_engine.make_generate_fn``)."""
+    if recipe.rollout.engine == "vllm":
+        from care_core.rollout.vllm_engine import make_generate_fn as vllm_generate_fn  # noqa: PLC0415
+
+        return vllm_generate_fn(recipe, model_path, settings)
     from care_core.data.prompting import encode_prompts  # noqa: PLC0415
     from care_core.evaluation.decode import generate_batch  # noqa: PLC0415
     from care_core.models import load_policy  # noqa: PLC0415
@@ -173,22 +192,65 @@ def evaluate_benchmark(
     log: PredictionLog,
     recipe: Recipe,
     batch_size: int,
+    skipped: list[str] | None = None,
 ) -> tuple[BenchmarkResult, dict[str, float]]:
     """Decode and score the rows not in ``log`` (batch by batch, appended as they finish), then
-    summarise over exactly ``rows``. Returns the result and timing stats."""
+    summarise over ``rows`` less the skipped ones. Returns the result and timing stats.
+
+    With ``recipe.data.bad_rows == "skip"`` a batch whose prompts cannot be built is retried row by
+    row and the rows that still fail are left out (their reasons appended to ``skipped``)."""
     done = log.done_ids()
     pending = [row for row in rows if row["id"] not in done]
     logger.info("%s: %d items, %d already done, %d to decode", name, len(rows), len(rows) - len(pending), len(pending))
+    _rescore_other_mode(name, rows, log, recipe)
+    skipped = skipped if skipped is not None else []
+    dropped: set[str] = set()
     start = time.perf_counter()
     for chunk in tqdm(batched(pending, batch_size), desc=f"eval {name}", disable=not pending, leave=False):
-        prompts = [benchmark_row(name, row) for row in chunk]
-        responses = generate(prompts)
-        if len(responses) != len(chunk):
-            raise RuntimeError(f"{name}: generate returned {len(responses)} responses for {len(chunk)} prompts")
-        log.append(score_item(name, row, text, recipe) for row, text in zip(chunk, responses, strict=True))
+        for part, responses in _generate_chunk(name, list(chunk), generate, recipe.data.bad_rows, skipped, dropped):
+            log.append(score_item(name, row, text, recipe) for row, text in zip(part, responses, strict=True))
     seconds = time.perf_counter() - start
-    result = summarize(name, (log.records[row["id"]] for row in rows))
-    return result, {"decoded": float(len(pending)), "resumed": float(len(rows) - len(pending)), "seconds": seconds}
+    result = summarize(name, (log.records[row["id"]] for row in rows if row["id"] not in dropped))
+    return result, {"decoded": float(len(pending) - len(dropped)), "resumed": float(len(rows) - len(pending)),
+                    "seconds": seconds}
+
+
+def _generate_chunk(name: str, chunk: list[dict[str, Any]], generate: GenerateFn, bad_rows: str,
+                    skipped: list[str], dropped: set[str]) -> list[tuple[list[dict[str, Any]], list[str]]]:
+    """Responses for ``chunk``: ``[(rows, responses)]``; under ``skip`` bad rows are dropped one by one."""
+    from care_core.schema import SchemaError  # noqa: PLC0415
+
+    def run(part: list[dict[str, Any]]) -> list[str]:
+        responses = generate([benchmark_row(name, row) for row in part])
+        if len(responses) != len(part):
+            raise RuntimeError(f"{name}: generate returned {len(responses)} responses for {len(part)} prompts")
+        return responses
+
+    try:
+        return [(chunk, run(chunk))]
+    except SchemaError:
+        if bad_rows != "skip":
+            raise
+    out = []
+    for row in chunk:
+        try:
+            out.append(([row], run([row])))
+        except SchemaError as exc:
+            logger.warning("%s: skipping row id=%s: %s", name, row["id"], exc)
+            skipped.append(f"{name}: {exc}")
+            dropped.add(row["id"])
+    return out
+
+
+def _rescore_other_mode(name: str, rows: Sequence[dict[str, Any]], log: PredictionLog, recipe: Recipe) -> None:
+    """Re-score stored predictions made under another ``eval.scoring`` mode (no decoding)."""
+    wanted = recipe.eval.scoring
+    stale = [row for row in rows if row["id"] in log.records and log.records[row["id"]].get("scoring", wanted) != wanted
+             and name != SYNTHETIC]
+    if not stale:
+        return
+    logger.info("%s: re-scoring %d stored predictions under scoring=%s", name, len(stale), wanted)
+    log.rewrite(score_item(name, row, str(log.records[row["id"]]["response"]), recipe) for row in stale)
 
 
 # --------------------------------------------------------------------------- stage
@@ -226,13 +288,18 @@ def run_evaluate(
     timing: dict[str, dict[str, float]] = {}
     generate = generate_fn
     for bench in cfg.benchmarks:
-        rows = load_benchmark_rows(bench, recipe, data_dir)
+        skipped: list[str] = []
+        rows = load_benchmark_rows(bench, recipe, data_dir, skipped=skipped)
         log = _open_log(out_dir / bench.name, _fingerprint(model_path if generate_fn is None else "injected", settings, recipe, bench.name))
         if generate is None and len(log.done_ids() & {r["id"] for r in rows}) < len(rows):
             generate = make_generate_fn(recipe, model_path, settings)
         results[bench.name], timing[bench.name] = evaluate_benchmark(
-            bench.name, rows, generate or _unused, log, recipe, cfg.batch_size
+            bench.name, rows, generate or _unused, log, recipe, cfg.batch_size, skipped=skipped
         )
+        results[bench.name].skipped = len(skipped)
+        results[bench.name].skipped_rows = skipped[:MAX_LISTED_SKIPS]
+        if skipped:
+            logger.warning("%s: %d bad row(s) skipped (data.bad_rows=skip)", bench.name, len(skipped))
         logger.info("%s: accuracy %.4f over %d items", bench.name, results[bench.name].accuracy, results[bench.name].n)
 
     macro = macro_average(results)
@@ -241,6 +308,7 @@ def run_evaluate(
         metrics[f"eval/{name}/accuracy"] = result.accuracy
         metrics[f"eval/{name}/format_rate"] = result.format_rate
         metrics[f"eval/{name}/n"] = float(result.n)
+        metrics[f"eval/{name}/skipped_rows"] = float(result.skipped)
     if macro is not None:
         metrics["eval/macro_avg"] = macro
     summary = {
@@ -249,6 +317,8 @@ def run_evaluate(
         "benchmarks": {name: r.to_dict() for name, r in results.items()},
         "macro_avg": macro,
         "macro_over": [n for n in SIX_BENCHMARKS if n in results],
+        "scoring": cfg.scoring,
+        "skipped_rows": sum(r.skipped for r in results.values()),
         "metrics": metrics,
         "timing": timing,
     }

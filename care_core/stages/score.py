@@ -6,8 +6,10 @@ Every line is written back (to ``out_path``) with ``reward``, ``accuracy`` and `
 When ``benchmark`` is given, or a line's ``data_source`` names one of the six benchmarks
 (``mathvista`` or ``mathvista/...``), that line's ``accuracy`` follows the benchmark's rules
 (:mod:`care_core.rewards.benchmarks`) and the aggregate holds the benchmark's score with its
-category breakdown; otherwise the answer-type verifiers decide. Reward settings come from
-``recipe.reward`` when a recipe is given. A malformed line raises ``ValueError`` naming it.
+category breakdown; otherwise the answer-type verifiers decide. Benchmark lines are scored under
+``scoring`` (``official``: the benchmark's own rule, the default; ``strict``: the project's), else
+``recipe.eval.scoring``. Reward settings come from ``recipe.reward`` when a recipe is given. A
+malformed line raises ``ValueError`` naming it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from care_core.rewards import score_response
 from care_core.rewards.benchmarks import (
     BENCHMARKS,
     benchmark_name,
+    check_scoring,
     get_benchmark_scorer,
     judge_item,
     macro_average,
@@ -73,10 +76,12 @@ def run_score(
     out_path: str | Path | None = None,
     benchmark: str | None = None,
     recipe: Recipe | None = None,
+    scoring: str | None = None,
 ) -> dict[str, Any]:
     """Score ``in_path``; write scored lines to ``out_path`` (if given); return the aggregate dict."""
     if benchmark is not None and benchmark not in BENCHMARKS:
         raise KeyError(f"unknown benchmark {benchmark!r}; known: {sorted(BENCHMARKS)}")
+    scoring = check_scoring(scoring or (recipe.eval.scoring if recipe is not None else "official"))
     reward_cfg = recipe.reward if recipe is not None else RewardConfig()
     records = read_predictions(in_path)
     scored: list[dict[str, Any]] = []
@@ -100,7 +105,7 @@ def run_score(
         bench = benchmark or benchmark_name(record.get("data_source"))
         if bench is not None:
             item = {**record, "answer": answer, "choices": choices or []}
-            accuracy = float(judge_item(bench, record["response"], item))
+            accuracy = float(judge_item(bench, record["response"], item, scoring))
             lam = reward_cfg.format_weight
             scores = {"reward": (1 - lam) * accuracy + lam * scores["format"], "accuracy": accuracy,
                       "format": scores["format"]}  # fmt: skip
@@ -126,10 +131,11 @@ def run_score(
     if per_benchmark:
         results = {}
         for name, items in per_benchmark.items():
-            result = get_benchmark_scorer(name)(items)
+            result = get_benchmark_scorer(name)(items, scoring)
             results[name] = {k: v for k, v in result.items() if k not in ("per_item", "ids")}
         aggregate["benchmarks"] = results
         aggregate["macro_average"] = macro_average(results)
+        aggregate["scoring"] = scoring
     if out_path is not None:
         aggregate["out_path"] = str(out_path)
     return aggregate

@@ -90,7 +90,11 @@ def test_field_mappings() -> None:
     assert first != checked_image(raw[0]["images"][0], "x")[1]
     assert _row("mmmu", "mmmu", "mmmu/validation_Art_Theory_2")["answer_type"] == "integer"
     pro = _row("mmmu_pro_standard", "mmmu_pro", "mmmu_pro_standard/test_Accounting_1")
-    assert len(pro["choices"]) == 10 and "(J) Interest" in pro["problem"]
+    # the raw question: MMMU-Pro's "A. …" option lines are added by the evaluation prompt
+    assert len(pro["choices"]) == 10 and pro["problem"] == "<image> Which account is debited?"
+    vision_pro = _row("mmmu_pro_vision", "mmmu_pro", "mmmu_pro_vision/test_Accounting_1")
+    assert vision_pro["problem"].startswith("Write out the multiple-choice question in the image")
+    assert not any(option in vision_pro["problem"] for option in vision_pro["choices"])
 
 
 def test_limit_and_split_and_config_selection() -> None:

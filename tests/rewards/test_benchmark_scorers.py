@@ -105,11 +105,11 @@ def test_mathvision_hand_computed() -> None:
 def test_mmmu_hand_computed() -> None:
     items = _items("mmmu", "mmmu", {
         "mmmu/validation_Accounting_1": "The net income is (B) $20.",  # (B): correct
-        "mmmu/validation_Accounting_2": A("the second"),               # nothing parseable: wrong (no random pick)
+        "mmmu/validation_Accounting_2": A("the second"),               # nothing parseable: wrong (strict: no random pick)
         "mmmu/validation_Art_Theory_1": "I think the brushwork shows it, so the answer is Impressionism",
         "mmmu/validation_Art_Theory_2": A("It was painted in 1889."),  # open: number 1889: correct
     })  # fmt: skip
-    result = get_benchmark_scorer("mmmu")(items)
+    result = get_benchmark_scorer("mmmu")(items, "strict")
     assert result["per_item"] == [1 if i != "mmmu/validation_Accounting_2" else 0 for i in result["ids"]]
     assert result["accuracy"] == pytest.approx(0.75)
     assert _cell(result, "subject", "Accounting") == (1, 2)

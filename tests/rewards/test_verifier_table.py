@@ -197,7 +197,9 @@ CASES: list[tuple[str, str, str, str, list[str] | None, int | None, str | None, 
     ("text-numeric", A("3.0"), "3", "text", None, None, None, 1.0),
     ("text-numeric-wrong", A("4"), "3", "text", None, None, None, 0.0),
     ("text-fallback-line", "Thinking...\nAnswer: blue", "blue", "text", None, None, None, 1.0),
-    ("text-missing-tags", "blue", "blue", "text", None, None, None, 0.0),  # last_number fallback finds no number
+    # a non-numeric gold is not cut down to the last number: the untagged final line counts (issue 12, cause 3)
+    ("text-missing-tags", "blue", "blue", "text", None, None, None, 1.0),
+    ("text-missing-tags-wrong", "red", "blue", "text", None, None, None, 0.0),
     ("text-article", A("The Eiffel Tower"), "Eiffel Tower", "text", None, None, None, 1.0),
     ("text-yes", A("Yes"), "yes", "text", None, None, None, 1.0),
 ]
@@ -243,7 +245,7 @@ def test_50kb_garbage_finishes_fast(garbage: str) -> None:
     for answer_type in ("expression", "integer", "text"):
         scores = score_response(garbage, "x^2", answer_type, timeout_s=1.0)
         assert scores["accuracy"] == 0.0
-    assert time.monotonic() - start < 6.0
+    assert time.monotonic() - start < 20.0  # unguarded, math-verify takes > 30 s here; slack for a loaded CI box
 
 
 def test_adversarial_expression_is_cut_at_the_time_limit() -> None:
@@ -253,4 +255,4 @@ def test_adversarial_expression_is_cut_at_the_time_limit() -> None:
     scores = score_response(response, "x^2", "expression", timeout_s=0.5)
     elapsed = time.monotonic() - start
     assert scores == {"reward": 0.1, "accuracy": 0.0, "format": 1.0}
-    assert elapsed < 2.0
+    assert elapsed < 10.0  # unguarded > 30 s (measured); slack for a loaded CI box

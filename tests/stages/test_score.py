@@ -67,7 +67,7 @@ def test_benchmark_rules_and_breakdown(tmp_path: Path) -> None:
          "choices": ["Paris", "Rome"], "data_source": "mmmu"},
         {"id": "x", "response": A("7"), "answer": "7", "answer_type": "integer"},
     ]  # fmt: skip
-    aggregate = run_score(_write(tmp_path / "p.jsonl", records), tmp_path / "s.jsonl")
+    aggregate = run_score(_write(tmp_path / "p.jsonl", records), tmp_path / "s.jsonl", scoring="strict")
     out = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
     # mathvista's closest-option fallback makes "12o°" option D; the plain verifier would say 0
     assert [r["accuracy"] for r in out] == [1.0, 1.0, 0.0, 1.0]  # MMMU: "Paris" (<= 5 words) is not parsed

@@ -1,7 +1,7 @@
 """Shared machinery of the source adapters: find and read native files, convert and check rows.
 
 A source adapter (one module per dataset) names its hub id, default split/config and maps one
-native record to an example row (``interfaces.md`` §1) in :meth:`Source.convert`. This module
+native record to an example row (``docs/interfaces.md`` §1) in :meth:`Source.convert`. This module
 reads the records:
 
 * **local files** (``path``: the normal offline path): a file, or a folder in the hub's own layout.
@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from care_core.data.images import BadRow, checked_image, to_struct
 from care_core.rewards.extraction import last_boxed
 from care_core.rewards.verifiers import LETTERS, number_readings
-from care_core.schema import ANSWER_TYPES
+from care_core.schema import ANSWER_TYPES, SchemaError
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +119,10 @@ def find_files(path: str | Path, split: str, config_name: str | None = None) -> 
     if config_name:
         files = [p for p in files if config_name in p.relative_to(root).parts[:-1]]
         if not files:
-            raise FileNotFoundError(f"{root}: no data files under a folder named {config_name!r}")
+            raise FileNotFoundError(
+                f"{root}: no data files under a folder named {config_name!r}; config_name selects a "
+                f"sub-folder of path: drop config_name to read the files of a flat layout"
+            )
     matching = [p for p in files if _split_of(p, root) == split]
     if matching:
         return matching
@@ -205,12 +208,17 @@ def parse_inline_choices(text: str) -> list[str]:
     return options if len(options) >= 2 else []
 
 
+_WORD_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}(?![A-Za-z{])")
+
+
 def infer_answer_type(answer: str, problem: str = "", choices: list[str] | None = None) -> tuple[str, list[str]]:
     """``(answer_type, choices)`` for a free-standing answer: letter with options → choice, number → integer/float."""
     answer = answer.strip()
     options = list(choices or []) or parse_inline_choices(problem)
     if len(answer) == 1 and answer.upper() in LETTERS and options and LETTERS.index(answer.upper()) < len(options):
         return "choice", options
+    if len(_WORD_RE.findall(answer)) >= 3:  # a sentence ("There are 3 circles in the image.") is text
+        return "text", []
     readings = number_readings(answer)
     if readings and not re.search(r"[a-zA-Z\\]", answer.replace("\\%", "")):
         value = readings[0]
@@ -251,6 +259,10 @@ class Source:
     default_config: str | None = None
     default_role: str = "rl"
     requires_images: bool = True
+    # native fields every record must carry; an absent one is an error naming file, row and field
+    # (even with bad_rows=skip: a column missing from the file would otherwise skip every row, or
+    # worse, turn every row into a silently different one), a null one a bad row
+    required_columns: tuple[str, ...] = ()
 
     def convert(self, record: dict[str, Any], ctx: RowContext) -> dict[str, Any]:
         """Map a native record to an example row; ``images`` may hold native values (paths, structs)."""
@@ -325,6 +337,17 @@ class Source:
             if spec.limit is not None and kept >= spec.limit:
                 return
             native_id = _guess_id(record)
+            absent = [c for c in self.required_columns if c not in record]
+            if absent:
+                ident = f" (id={native_id})" if native_id else ""
+                raise SchemaError(
+                    f"{ctx.where}{ident}: field {absent[0]!r}: required column missing for source "
+                    f"{self.name!r} (required: {list(self.required_columns)})"
+                )
+            null = [c for c in self.required_columns if record[c] is None]
+            if null:
+                yield RowResult(ctx, error=BadRow(null[0], "required field is null"), native_id=native_id)
+                continue
             try:
                 partial = self.convert(record, ctx)
                 native_id = str(partial.get("id"))
@@ -338,14 +361,18 @@ class Source:
             kept += 1
             yield RowResult(ctx, row=row, image_hashes=hashes, native_id=row["id"])
 
-    def load(self, spec: LoadSpec | None = None, bad_rows: str = "error") -> list[dict[str, Any]]:
-        """Valid example rows; ``bad_rows="error"`` raises on the first bad row (naming file, row, field)."""
+    def load(self, spec: LoadSpec | None = None, bad_rows: str = "error",
+             skipped: list[str] | None = None) -> list[dict[str, Any]]:
+        """Valid example rows; ``bad_rows="error"`` raises on the first bad row (naming file, row, field);
+        ``"skip"`` leaves bad rows out, appending their descriptions to ``skipped`` when given."""
         rows = []
         for result in self.iter_results(spec or LoadSpec()):
             if result.error is not None:
                 if bad_rows == "error":
                     raise ValueError(describe_error(result)) from result.error
                 logger.warning("skipping %s", describe_error(result))
+                if skipped is not None:
+                    skipped.append(describe_error(result))
                 continue
             rows.append(result.row)
         return rows

@@ -17,6 +17,7 @@ class Geometry3K(Source):
     name = "geometry3k"
     hub_id = "hiyouga/geometry3k"
     default_split = "train"
+    required_columns = ("images", "problem", "answer")
 
     def convert(self, record: dict[str, Any], ctx: RowContext) -> dict[str, Any]:
         answer = str(record.get("answer") or "").strip()

@@ -4,8 +4,9 @@ Native fields: ``sample_index``, ``problem_index``, ``problem_version`` (Text Do
 Vision Intensive, Vision Dominant, Vision Only), ``question`` (options inline as ``A:…``),
 ``image``, ``answer`` (a letter for multi-choice), ``question_type`` (``multi-choice``/``free-form``),
 ``metadata`` (``split``, ``source``, ``subject``, ``subfield``), ``query_wo``, ``query_cot``,
-``question_for_eval``. ``problem`` is ``question`` (``query_wo`` for Vision Only, whose question
-is empty); multi-choice options are parsed from the question text.
+``question_for_eval``. ``problem`` is the published prompt ``query_cot`` (else ``query_wo``, else
+``question``); multi-choice options are parsed from the question text (Vision Only: from
+``question_for_eval``) and kept for scoring only: the prompt never lists them again.
 """
 
 from __future__ import annotations
@@ -25,9 +26,12 @@ class MathVerse(Source):
     def local_config(self, config_name: str | None) -> str | None:
         return config_name  # the published files are not under a folder named after the config
 
+    required_columns = ("question", "answer", "question_type", "problem_version")
+
     def convert(self, record: dict[str, Any], ctx: RowContext) -> dict[str, Any]:
         question = str(record.get("question") or "")
-        problem = question if question.strip() else str(record.get("query_wo") or "")
+        problem = next((str(record[k]) for k in ("query_cot", "query_wo") if str(record.get(k) or "").strip()),
+                       question)
         answer = str(record.get("answer") or "").strip()
         if record.get("question_type") == "multi-choice":
             choices = parse_inline_choices(question) or parse_inline_choices(

@@ -17,6 +17,7 @@ class MathVision(Source):
     name = "mathvision"
     hub_id = "MathLLMs/MathVision"
     default_split = "test"
+    required_columns = ("question", "answer", "options")
 
     def convert(self, record: dict[str, Any], ctx: RowContext) -> dict[str, Any]:
         options = [str(o) for o in (record.get("options") or [])]

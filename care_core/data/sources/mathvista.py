@@ -23,6 +23,7 @@ class MathVista(Source):
     name = "mathvista"
     hub_id = "AI4Math/MathVista"
     default_split = "testmini"
+    required_columns = ("question", "answer", "question_type", "answer_type")
 
     def convert(self, record: dict[str, Any], ctx: RowContext) -> dict[str, Any]:
         choices = [str(c) for c in (record.get("choices") or [])]

@@ -3,7 +3,8 @@
 Native fields: ``id`` (``validation_<Subject>_<n>``), ``question`` (with ``<image N>`` marks),
 ``options`` (a Python-literal list as a string), ``explanation``, ``image_1`` … ``image_7``,
 ``img_type``, ``answer`` (a letter, or the open answer), ``topic_difficulty``, ``question_type``
-(``multiple-choice``/``open``), ``subfield``. With no ``config_name`` every subject is read (hub:
+(``multiple-choice``/``open``), ``subfield``. ``problem`` is the raw question (the prompt's option
+layout is added at evaluation, ``care_core.evaluation.prompts``). With no ``config_name`` every subject is read (hub:
 the 30 configs; local: every subject folder). Images are ordered by their first ``<image N>``
 mark; when the marks cannot be matched one-to-one they become ``[image N]`` text and the images
 go first.
@@ -16,7 +17,7 @@ import re
 from typing import Any
 
 from care_core.data.images import BadRow
-from care_core.data.sources.base import RowContext, Source, infer_answer_type, render_choices, row_id
+from care_core.data.sources.base import RowContext, Source, infer_answer_type, row_id
 from care_core.rewards.benchmarks import MMMU_DISCIPLINES
 
 SUBJECTS = tuple(s for subjects in MMMU_DISCIPLINES.values() for s in subjects)
@@ -51,8 +52,8 @@ def mmmu_row(source: Source, record: dict[str, Any], ctx: RowContext, subject: s
     options = parse_options(record.get("options"))
     answer = str(record.get("answer") or "").strip()
     multiple = record.get("question_type", "multiple-choice") == "multiple-choice" and options
-    text = render_choices(str(record["question"]), options) if multiple else str(record["question"])
-    problem, images = place_images(text, record)
+    # the raw question: the benchmark's option layout is added by care_core.evaluation.prompts
+    problem, images = place_images(str(record["question"]), record)
     if multiple:
         answer_type = "choice"
     else:
@@ -82,6 +83,7 @@ class MMMU(Source):
     name = "mmmu"
     hub_id = "MMMU/MMMU"
     default_split = "validation"
+    required_columns = ("question", "options", "answer", "question_type")
 
     def hub_configs(self, config_name: str | None) -> list[str | None]:
         return [config_name] if config_name else list(SUBJECTS)
