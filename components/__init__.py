@@ -13,6 +13,7 @@ from kfp import dsl
 from components.advantage import advantage
 from components.evaluate import evaluate
 from components.ingest import ingest
+from components.register import plan_retrain, register
 from components.rollout import rollout
 from components.sft import sft
 from components.update import update
@@ -27,13 +28,16 @@ STAGE_FUNCTIONS: dict[str, Callable[..., str]] = {
     "update": update,
     "evaluate": evaluate,
 }
+# scheduled retraining (README: Scheduled retraining): in the pipeline when retrain.registered_model is set
+RETRAIN_FUNCTIONS: dict[str, Callable[..., object]] = {"plan": plan_retrain, "register": register}
 
 
 def make_component(stage: str, image: str = DEFAULT_IMAGE) -> dsl.PythonComponent:
     """The KFP component for ``stage`` running in ``image`` (no packages_to_install: the image has the project)."""
-    if stage not in STAGE_FUNCTIONS:
-        raise KeyError(f"unknown stage {stage!r}; known: {sorted(STAGE_FUNCTIONS)}")
-    return dsl.component(STAGE_FUNCTIONS[stage], base_image=image, install_kfp_package=False)
+    functions = {**STAGE_FUNCTIONS, **RETRAIN_FUNCTIONS}
+    if stage not in functions:
+        raise KeyError(f"unknown stage {stage!r}; known: {sorted(functions)}")
+    return dsl.component(functions[stage], base_image=image, install_kfp_package=False)
 
 
-__all__ = ["DEFAULT_IMAGE", "STAGE_FUNCTIONS", "make_component"]
+__all__ = ["DEFAULT_IMAGE", "RETRAIN_FUNCTIONS", "STAGE_FUNCTIONS", "make_component"]

@@ -15,6 +15,7 @@ run workspace PVC for hot checkpoints, caching off for the RL stages, retries wi
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import itertools
@@ -104,6 +105,18 @@ def _apply_platform(task: dsl.PipelineTask, stage: str, recipe: Recipe, workspac
         task.set_retry(num_retries=kube.retries, backoff_duration="60s", backoff_factor=2.0)
 
 
+def _retraining(recipe: Recipe, stages: set[str], trains: bool) -> bool:
+    """Whether the pipeline gets the retrain plan and register + gate steps (``retrain.registered_model`` set)."""
+    if not recipe.retrain.registered_model:
+        return False
+    if "evaluate" not in stages or not trains:
+        raise ValueError("retrain.registered_model needs the evaluate stage and something trained (SFT or rounds): "
+                         "the gate compares eval scores")  # fmt: skip
+    if not recipe.train.sft.enable:
+        log.warning("retrain: a warm start enters through SFT; with train.sft.enable=false only start_from=base runs")
+    return True
+
+
 def build_pipeline(
     recipe: Recipe, stages: Iterable[str] | None = None, *, platform: bool = True
 ) -> Callable[..., Any]:
@@ -132,6 +145,9 @@ def build_pipeline(
         return kube.gpu_image if kube.gpus.get(stage, 0) > 0 else kube.image
 
     comps = {stage: make_component(stage, image(stage)) for stage in stages}
+    retraining = _retraining(recipe, stages, use_sft or rounds > 0)
+    if retraining:
+        comps.update({step: make_component(step, kube.image) for step in ("plan", "register")})
     resolve = _resolve_component(params, kube.image)
 
     def body(*args: Any, **values: Any) -> str:
@@ -154,32 +170,45 @@ def build_pipeline(
 
         def add(stage: str, name: str, **kwargs: Any) -> dsl.PipelineTask:
             task = comps[stage](recipe_yaml=recipe_yaml, kfp_run_id=run_id, **kwargs).set_display_name(name)
-            if stage in ROUND_STAGES:  # never cached: each round samples anew
-                task.set_caching_options(False)
+            if stage in ROUND_STAGES or stage in ("plan", "register"):  # never cached: each round samples anew,
+                task.set_caching_options(False)  # the plan and the gate read the registry as it is now
             if platform:
                 _apply_platform(task, stage, recipe, workspace)
             tasks.append(task)
             return task
 
-        data = add("ingest", "ingest").outputs["data"]
-        policy = add("sft", "sft", data=data).outputs["model"] if use_sft else None
-        reference = policy
-        state = None
-        for r in range(rounds):
-            maybe_model = {"model": policy} if policy is not None else {}
-            ro = add("rollout", f"round {r}: rollout", round_index=r, data=data, **maybe_model)
-            adv = add("advantage", f"round {r}: advantage", round_index=r, rollouts=ro.outputs["rollouts"])
-            extra = dict(maybe_model)
-            if reference is not None:
-                extra["reference"] = reference
-            if state is not None:
-                extra["state"] = state
-            up = add("update", f"round {r}: update", round_index=r, rollouts=adv.outputs["scored"], **extra)
-            policy = state = up.outputs["updated"]
-        if "evaluate" in stages:
-            add("evaluate", "evaluate", data=data, **({"model": policy} if policy is not None else {}))
-        if create_pvc is not None:
-            k8s.DeletePVC(pvc_name=create_pvc.outputs["name"]).after(tasks[-1]).set_display_name("delete workspace")
+        ingest = add("ingest", "ingest")
+        data = ingest.outputs["data"]
+        plan = add("plan", "retrain plan", data=data) if retraining else None
+        # scheduled retraining: everything after the plan runs only when it says "train" (not "skip")
+        with dsl.If(plan.outputs["Output"] == "train", "train") if plan is not None else contextlib.nullcontext():
+            init = {"init": plan.outputs["start"]} if plan is not None else {}
+            policy = add("sft", "sft", data=data, **init).outputs["model"] if use_sft else None
+            reference = policy
+            state = None
+            for r in range(rounds):
+                maybe_model = {"model": policy} if policy is not None else {}
+                ro = add("rollout", f"round {r}: rollout", round_index=r, data=data, **maybe_model)
+                adv = add("advantage", f"round {r}: advantage", round_index=r, rollouts=ro.outputs["rollouts"])
+                extra = dict(maybe_model)
+                if reference is not None:
+                    extra["reference"] = reference
+                if state is not None:
+                    extra["state"] = state
+                up = add("update", f"round {r}: update", round_index=r, rollouts=adv.outputs["scored"], **extra)
+                policy = state = up.outputs["updated"]
+            if "evaluate" in stages:
+                ev = add("evaluate", "evaluate", data=data, **({"model": policy} if policy is not None else {}))
+            if plan is not None:
+                add("register", "register + gate", data=data, results=ev.outputs["results"], model=policy,
+                    model_output=f"round-{rounds - 1}/model" if rounds else "sft/model")
+            if create_pvc is not None:
+                k8s.DeletePVC(pvc_name=create_pvc.outputs["name"]).after(tasks[-1]).set_display_name("delete workspace")
+        if create_pvc is not None and plan is not None:
+            with dsl.Else("skip"):
+                k8s.DeletePVC(pvc_name=create_pvc.outputs["name"]).after(plan).set_display_name("delete workspace")
+        if plan is not None:  # the steps after the plan may be skipped; every step logs into one MLflow run
+            return ingest.outputs["Output"]
         return tasks[-1].outputs["Output"]  # the MLflow run id
 
     body.__signature__ = inspect.Signature(  # type: ignore[attr-defined]

@@ -1,7 +1,8 @@
 """``care ingest``: read the recipe's sources, check, deduplicate, write one Parquet per split.
 
 Outputs in ``out_dir``: ``train.parquet`` and ``test.parquet`` (always), ``sft.parquet`` (when a
-source has role ``sft`` or ``both``) and ``manifest.json``. Rules:
+source has role ``sft`` or ``both``), ``manifest.json`` and ``fingerprint.json`` (the data lineage:
+``care_core.data.fingerprint``). Rules:
 
 * A source's native split goes to ``train`` when it is ``train``, else to ``test``; role ``sft``
   sends rows to ``sft`` instead, role ``both`` to both. ``synthetic`` yields its own ``train`` and
@@ -16,14 +17,18 @@ source has role ``sft`` or ``both``) and ``manifest.json``. Rules:
   first row wins, later ones are listed in ``manifest["duplicates"]``. Train rows equal to a test
   row are dropped from train too (reason ``in_test``).
 * Inputs are only read, never written. Rows stream to disk in batches (only dedup keys stay in
-  memory), so large sources (Vision-R1-cold: ~200K images) fit; a failed run leaves no outputs.
+  memory), so large sources (Vision-R1-cold: ~200K images) fit.
+* Atomic: a failed run leaves ``out_dir`` as it was before (outputs are staged, then moved in).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from care_core.config import Recipe, SourceConfig, recipe_hash
+from care_core.data.fingerprint import SourceDigest, fingerprint, write_fingerprint
 from care_core.data.images import BadRow, checked_image
 from care_core.data.sources import LoadSpec, describe_error, get_source
 from care_core.schema import EXAMPLE_SCHEMA, SchemaError, validate_example
@@ -199,10 +205,52 @@ def _rows_of(recipe: Recipe, src: SourceConfig, label: str, entry: dict[str, Any
         yield result.ctx.split, result.row, result.image_hashes
 
 
+STAGING = ".ingest.tmp"
+MANIFEST = "manifest.json"
+
+
 def run_ingest(recipe: Recipe, out_dir: str | Path) -> dict[str, Any]:
-    """Ingest ``recipe.data.sources`` into ``out_dir``; returns the manifest (also written as JSON)."""
+    """Ingest ``recipe.data.sources`` into ``out_dir``; returns the manifest (also written as JSON).
+
+    Everything is written to ``out_dir/.ingest.tmp`` first and moved in (``os.replace`` per file,
+    ``manifest.json`` last) only when the whole ingest succeeded; outputs of an earlier ingest that
+    this one does not produce (``sft.parquet``) are removed then. A failed ingest leaves ``out_dir``
+    exactly as it was (a folder it created is removed again)."""
     out = Path(out_dir)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    staging = out / STAGING
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        manifest = _ingest_into(recipe, staging)
+        _publish(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created:
+            with contextlib.suppress(OSError):
+                out.rmdir()  # only if still empty
+        raise
+    logger.info("ingest wrote %s to %s", manifest["counts"], out)
+    return manifest
+
+
+def _publish(staging: Path, out: Path) -> None:
+    """Move every staged file into ``out`` (data files first, the manifest last); drop stale split files."""
+    staged = sorted((p for p in staging.iterdir() if p.is_file()), key=lambda p: (p.name == MANIFEST, p.name))
+    names = {p.name for p in staged}
+    for path in staged:
+        if path.name == MANIFEST:
+            for split in SPLITS:  # an earlier ingest's split file this one does not write
+                stale = out / f"{split}.parquet"
+                if stale.name not in names:
+                    stale.unlink(missing_ok=True)
+        os.replace(path, out / path.name)
+    staging.rmdir()
+
+
+def _ingest_into(recipe: Recipe, out: Path) -> dict[str, Any]:
+    """The ingest itself, writing every output into ``out`` (the staging folder)."""
     data = recipe.data
     for src in data.sources:
         _destinations("train", src.role)  # reject an unknown role before reading anything
@@ -219,13 +267,16 @@ def run_ingest(recipe: Recipe, out_dir: str | Path) -> dict[str, Any]:
         "duplicates": [],
     }
     moved = 0
+    digests: list[SourceDigest] = []  # data lineage (care_core.data.fingerprint)
     try:
         for position, src in enumerate(data.sources):
             label = src.name if sum(s.name == src.name for s in data.sources) == 1 else f"{src.name}#{position}"
             entry = _source_entry(src, label)
             manifest["sources"].append(entry)
+            digests.append(SourceDigest(label, src.name, entry["split"], src.path, src.hub_id, src.config_name))
             for split, row, hashes in _rows_of(recipe, src, label, entry, manifest):
                 entry["valid"] += 1
+                digests[-1].add(row, hashes)
                 key = problem_key(row["problem"], hashes)
                 for bucket in _destinations(split, src.role):
                     if bucket == "train" and data.val_fraction > 0 and _in_validation(row["id"], data.val_fraction):
@@ -268,8 +319,9 @@ def run_ingest(recipe: Recipe, out_dir: str | Path) -> dict[str, Any]:
     # flat numbers for experiment tracking (stage_metrics picks up "metrics")
     manifest["metrics"] = {**{f"rows_{split}": n for split, n in counts.items()},
                            "rejected": manifest["n_rejected"], "duplicates": manifest["n_duplicates"]}  # fmt: skip
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
-    logger.info("ingest wrote %s to %s", counts, out)
+    manifest["fingerprint"] = fingerprint([d.entry() for d in digests])
+    write_fingerprint(out, manifest["fingerprint"])
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
     return manifest
 
 

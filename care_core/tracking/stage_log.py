@@ -82,6 +82,10 @@ def record_stage(
     metrics = stage_metrics(stage, result)
     tracker.log_metrics(metrics, step=step)
     tracker.set_tags({f"artifact.{name}": uri for name, uri in uris.items()})
+    if isinstance(result.get("tags"), Mapping):  # a stage's own run tags (e.g. the retraining decision)
+        tracker.set_tags(result["tags"])
+    if isinstance(result.get("fingerprint"), Mapping):  # ingest's data lineage -> an MLflow dataset input
+        tracker.log_fingerprint(result["fingerprint"], uris.get("data", ""))
     with tempfile.TemporaryDirectory() as tmp:
         summary = Path(tmp) / f"{stage}.json"
         summary.write_text(json.dumps({"result": result, "outputs": uris}, indent=2, default=str))

@@ -392,6 +392,24 @@ class Tracker:
         run_id = self._require_run()
         self._call(f"log_dict({artifact_file})", lambda: self.client.log_dict(run_id, data, artifact_file))
 
+    def log_fingerprint(self, fp: Mapping[str, Any], location: str = "") -> None:
+        """Data lineage (``care_core.data.fingerprint``): an MLflow dataset input (digest, per-source
+        profile), tags ``data.fingerprint`` / ``data.rows`` and ``lineage/fingerprint.json``."""
+        import json
+
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        run_id = self._require_run()
+        profile = {e["source"]: {"rows": e["rows"], "content_sha256": e["content_sha256"], "files": len(e["files"])}
+                   for e in fp.get("sources", [])}  # fmt: skip
+        source = {"location": location, "sources": [e.get("path") or e.get("hub_id") or e["name"] for e in fp.get("sources", [])]}
+        dataset = Dataset(name="ingest", digest=str(fp["digest"])[:36], source_type="care-ingest",
+                          source=json.dumps(source), profile=json.dumps(profile))  # fmt: skip
+        entry = DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])
+        self._call("log_inputs", lambda: self.client.log_inputs(run_id, datasets=[entry]))
+        self.set_tags({"data.fingerprint": fp["digest"], "data.rows": fp.get("rows", "")})
+        self.log_dict(dict(fp), "lineage/fingerprint.json")
+
     def log_text(self, text: str, artifact_file: str) -> None:
         run_id = self._require_run()
         self._call(f"log_text({artifact_file})", lambda: self.client.log_text(run_id, text, artifact_file))

@@ -12,7 +12,7 @@ from components import STAGE_FUNCTIONS, make_component
 
 EXPECTED = {
     "ingest": ({}, {"data": "system.Dataset", "metrics": "system.Metrics"}),
-    "sft": ({"data": "system.Dataset"}, {"model": "system.Model", "metrics": "system.Metrics"}),
+    "sft": ({"data": "system.Dataset", "init": "system.Model"}, {"model": "system.Model", "metrics": "system.Metrics"}),
     "rollout": ({"data": "system.Dataset", "model": "system.Model"}, {"rollouts": "system.Dataset", "metrics": "system.Metrics"}),
     "advantage": ({"rollouts": "system.Dataset"}, {"scored": "system.Dataset", "metrics": "system.Metrics"}),
     "update": (
@@ -40,7 +40,7 @@ def test_component_interface(stage, tmp_path):
     assert (got_in, got_out) == (inputs, outputs)
     assert spec.inputs["recipe_yaml"].type == "String" and spec.inputs["kfp_run_id"].type == "String"
     assert spec.outputs["Output"].type == "String"  # the MLflow run id
-    for name in ("model", "reference", "state"):
+    for name in ("model", "reference", "state", "init"):
         if name in spec.inputs:
             assert spec.inputs[name].optional  # absent = the recipe's base model / first round
     compiler.Compiler().compile(comp, str(tmp_path / f"{stage}.yaml"))
