@@ -111,7 +111,7 @@ def describe(exc: BaseException) -> Report:
     if isinstance(exc, CareError):
         return Report(exc.what, exc.where, exc.hint, exc.exit_code, True)
     if isinstance(exc, KeyboardInterrupt):
-        return Report("interrupted", None, "nothing was committed after the last finished step", 130, True)
+        return Report(str(exc) or "interrupted", None, "nothing was committed after the last finished step", 130, True)
     name = type(exc).__name__
     text = str(exc).strip() or name
     if isinstance(exc, OSError) and getattr(exc, "filename", None):

@@ -23,6 +23,7 @@ from typing import Any
 
 from care_core.config import Recipe, recipe_to_yaml
 from care_core.constants import MLFLOW_SECRET_KEYS, S3_SECRET_KEYS
+from care_core.errors import CareError
 from care_core.storage import download_dir, download_file, is_s3, join, upload
 
 log = logging.getLogger(__name__)
@@ -34,8 +35,10 @@ RUNTIME_NAME = "care-deepspeed"
 _SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
-class TrainJobFailed(RuntimeError):
+class TrainJobFailed(CareError, RuntimeError):
     """The TrainJob ended Failed (message from its condition) or did not finish in time."""
+
+    default_hint = "read the TrainJob's pod logs (kubectl logs) for the failing rank"
 
 
 def current_namespace() -> str:

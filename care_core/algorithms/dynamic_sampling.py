@@ -1,4 +1,4 @@
-"""DAPO dynamic sampling (care_method.md §9): keep only groups with mixed outcomes and refill.
+"""DAPO dynamic sampling (docs/method.md §9): keep only groups with mixed outcomes and refill.
 
 ``informative_groups`` flags groups whose accuracies are not all 0 and not all 1. ``fill_batch``
 draws batches of groups from a caller's sampler until ``target`` informative groups are collected,
@@ -13,13 +13,17 @@ from typing import TypeVar
 
 import torch
 
+from care_core.errors import CareError
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 
-class DynamicSamplingError(RuntimeError):
+class DynamicSamplingError(CareError, RuntimeError):
     """The batch could not be filled with informative groups within the allowed draws."""
+
+    default_hint = "raise algorithm.dynamic_sampling.max_tries or turn dynamic sampling off"
 
 
 def informative_groups(accuracy: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

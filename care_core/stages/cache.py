@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from care_core.config import Recipe, flatten, recipe_to_dict
+from care_core.errors import CareError
 from care_core.fsio import write_text_atomic
 
 logger = logging.getLogger(__name__)
@@ -33,8 +34,10 @@ ROUND_EXCLUDED = ("name", "tracking.", "storage.", "eval.", "kubernetes.", "retr
 _SFT_MODEL_EXCLUDED = ("model.cache_dir",)
 
 
-class StaleArtifactError(ValueError):
+class StaleArtifactError(CareError, ValueError):
     """A cached artifact built from a different recipe; the message names the folder and the keys."""
+
+    default_hint = "rebuild with --set train.resume=never, or reuse it anyway with care train --force"
 
 
 def _select(flat: dict[str, Any], prefixes: tuple[str, ...]) -> dict[str, Any]:

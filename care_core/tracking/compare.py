@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from care_core.algorithms.registry import algorithm_label, list_algorithms
+from care_core.errors import CareError
 from care_core.tracking.plots import plot_learning_curves, run_history
 from care_core.tracking.report import eval_scores, html_page, html_table, markdown_table
 from care_core.tracking.tracker import TAG_ALGORITHM, Tracker
@@ -24,8 +25,10 @@ log = logging.getLogger(__name__)
 REPORT_TAG = "care.report"
 
 
-class CompareError(ValueError):
+class CompareError(CareError, ValueError):
     """The experiment lacks what the comparison needs; the message says what is there."""
+
+    default_hint = "check --experiment and --tracking-uri: the experiment needs a FINISHED run of each algorithm"
 
 
 def latest_runs(tracker: Tracker, algorithms: tuple[str, ...]) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from care_core.errors import CareError
 from care_core.fsio import fsync_dir, fsync_tree, sha256_file, write_text_atomic
 
 logger = logging.getLogger(__name__)
@@ -44,8 +45,10 @@ PREV = ".prev"
 _ROUND_RE = re.compile(r"^round_(\d{4,})(\.prev)?$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(CareError, RuntimeError):
     """A checkpoint that cannot be used safely; the message names the file and what to do."""
+
+    default_hint = "start the run again with --set train.resume=never (the run folder's checkpoints cannot be used)"
 
 
 def round_name(round_index: int) -> str:

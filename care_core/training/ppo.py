@@ -32,11 +32,14 @@ from care_core.algorithms.losses import aggregate_loss, kl_penalty, ppo_clip_los
 from care_core.algorithms.region import region_token_advantages
 from care_core.algorithms.registry import algorithm_spec
 from care_core.config import RegionConfig, policy_temperature
+from care_core.errors import CareError
 from care_core.models.forward import SequenceItem, pack, response_logprobs
 
 
-class NonFiniteUpdateError(FloatingPointError):
+class NonFiniteUpdateError(CareError, FloatingPointError):
     """A loss or gradient norm that is NaN/inf: the update stops before the optimizer applies it."""
+
+    default_hint = "the rollouts or a model hold NaN/inf values, or the learning rate is too high: check the named step and groups"
 
 
 @dataclass
