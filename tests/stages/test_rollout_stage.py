@@ -154,3 +154,18 @@ def test_dynamic_sampling_keeps_only_mixed_groups(setup, tmp_path, monkeypatch):
     assert metrics["dynamic_sampling/dropped_groups"] == metrics["dynamic_sampling/sampled_groups"] - len(by_group)
     assert metrics["groups/frac_mixed"] == 1.0
     assert not any(r["source"] == "rgr" for r in rows)  # RGR is CARE-only
+
+
+def test_dynamic_sampling_without_informative_groups_fails_loudly(setup, tmp_path, monkeypatch):
+    """One failure behaviour (algorithms.dynamic_sampling.fill_batch): when every draw is all-correct,
+    the rollout raises after max_tries draws, naming the keys to change, and writes nothing."""
+    from care_core.algorithms import DynamicSamplingError
+    from care_core.stages import rollout as rollout_stage
+
+    recipe, model_dir, data, overrides = setup
+    monkeypatch.setattr(rollout_stage._RowBuilder, "score", lambda self, text, row, where: {"reward": 1.0, "accuracy": 1.0,
+                                                                                          "format": 1.0})  # fmt: skip
+    ds = build_recipe({**overrides, "algorithm": {"name": "grpo", "dynamic_sampling": {"enable": True, "max_tries": 2}}})
+    with pytest.raises(DynamicSamplingError, match=r"only 0 of 3 groups.*after 2 tries.*max_tries"):
+        run_rollout(ds, model_dir, data, tmp_path / "none.parquet", round_index=1)
+    assert not (tmp_path / "none.parquet").exists()
