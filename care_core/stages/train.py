@@ -169,6 +169,19 @@ def _check_storage(recipe: Recipe) -> None:
         )
 
 
+def _check_prompts(recipe: Recipe, data_dir: Path) -> None:
+    """``train.prompts_per_round`` may not exceed the training rows (a round never repeats a prompt)."""
+    import pyarrow.parquet as pq
+
+    from care_core.errors import InputError
+
+    train = data_dir / "train.parquet"
+    rows = pq.ParquetFile(train).metadata.num_rows
+    if recipe.train.rounds > 0 and recipe.train.prompts_per_round > rows:
+        raise InputError(f"train.prompts_per_round={recipe.train.prompts_per_round} is more than the {rows} rows of the data",
+                         str(train), hint="lower train.prompts_per_round or ingest more rows (data.synthetic.n_train, a source's limit)")
+
+
 def run_train(recipe: Recipe, force: bool = False) -> dict[str, Any]:
     """Run (or resume) the whole in-process training loop; returns a summary dict.
 
@@ -195,6 +208,7 @@ def _run_train(recipe: Recipe, force: bool) -> dict[str, Any]:
     resume = find_resume(run_dir, recipe.train.resume)
     data_dir = run_dir / "data"
     data_metrics = _ensure_data(recipe, data_dir, force)
+    _check_prompts(recipe, data_dir)  # before SFT and the first rollout, not after them
     if resume is not None:
         cache.check(resume.state.get("fingerprint"), recipe, "round", resume.round_dir, recipe.train.resume, force)
     base = resolve_model_path(recipe.model)

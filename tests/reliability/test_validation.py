@@ -183,3 +183,13 @@ def test_evaluate_with_a_missing_model_folder_is_named(tmp_path: Path) -> None:
 
     with pytest.raises(ModelPathError, match="--model folder does not exist"):
         run_evaluate(build_recipe({}), str(tmp_path / "nope"), tmp_path / "eval")
+
+
+def test_care_train_refuses_more_prompts_than_rows_before_sft(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["train", "-c", str(RECIPE), "--set", "data.synthetic.n_train=4", "--set", "train.prompts_per_round=8",
+            "--set", f"train.output_dir={tmp_path / 'runs'}", "--set", f"tracking.uri=sqlite:///{tmp_path}/m.db"]
+    assert main(args) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    run_dir = tmp_path / "runs" / "tiny-care"
+    assert lines[-2] == f"error: train.prompts_per_round=8 is more than the 4 rows of the data ({run_dir / 'data' / 'train.parquet'})"
+    assert not (run_dir / "sft").exists() and not (tmp_path / "m.db").exists()
