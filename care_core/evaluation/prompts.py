@@ -8,7 +8,9 @@ All benchmarks keep the recipe's system prompt (think, then ``<answer>``) throug
 * ``mathverse``: the dataset's ``query_cot`` (else ``query_wo``, else ``question``), stored by the
   adapter. Options are never appended: the text versions list them inside the question, and
   Vision-Only keeps them only in the image.
-* ``mathvision``: the question with its options as ``(A) …`` lines (stored by the adapter).
+* ``mathvision``: MATH-V's chain-of-thought prompt: ``Please solve the problem step by step and put
+  your answer in one "\\boxed{}". …`` then the question and its ``(A) …`` option lines (none when
+  the options are just the letters A-E, i.e. drawn in the image).
 * ``mmmu``: MMMU's format: ``{question}\\n\\n(A) x\\n(B) y\\n\\nAnswer with the option's letter from
   the given choices directly.``; open questions: ``{question}\\n\\nAnswer the question using a single
   word or phrase.``
@@ -38,6 +40,10 @@ MMMU_PRO_STANDARD_INSTRUCTION = (
     "step before answering."
 )
 VISION_INSTRUCTION = VISION_PROMPT  # mmmu-pro/prompts.yaml, cot.vision
+MATHVISION_INSTRUCTION = (
+    'Please solve the problem step by step and put your answer in one "\\boxed{}". If it is a multiple '
+    'choice question, only one letter is allowed in the "\\boxed{}".'
+)
 _LISTED_RE = re.compile(r"(^|\n)\s*\(?A[.):]\s")
 
 
@@ -61,8 +67,12 @@ def benchmark_problem(name: str, row: dict[str, Any]) -> str:
     is_choice = row.get("answer_type") == "choice" and bool(choices)
     if name == "mmmu_pro_vision":
         return VISION_INSTRUCTION
-    if name in ("synthetic", "mathvista", "mathverse", "mathvision"):
+    if name in ("synthetic", "mathvista", "mathverse"):
         return problem
+    if name == "mathvision":
+        listed = is_choice and "".join(choices) != LETTERS[: len(choices)] and not _lists_options(problem)
+        options = options_block(choices, "paren") + "\n" if listed else ""
+        return f"{MATHVISION_INSTRUCTION}\n{problem}\n{options}".rstrip("\n")
     if name == "mmmu":
         if not is_choice:
             return f"{problem}\n\n{OPEN_INSTRUCTION}"

@@ -81,7 +81,8 @@ def test_field_mappings() -> None:
     assert verse["problem"] == "Please answer the question shown in the image."  # Vision Only: query_wo
     assert verse["choices"] == ["30°", "45°", "60°", "90°"]
     vision = _row("mathvision", "mathvision", "mathvision/1")  # image from the `image` path
-    assert vision["images"][0]["path"] == "images/1.jpg" and vision["problem"].endswith("(E) 5")
+    assert vision["images"][0]["path"] == "images/1.jpg" and vision["problem"] == (
+        "<image>Which figure completes the pattern?")  # the prompt's options are added at evaluation
     mmmu = _row("mmmu", "mmmu", "mmmu/validation_Accounting_2")
     assert mmmu["problem"].startswith("Compare <image> with <image>.")
     # images ordered by their marks: <image 2> first
@@ -233,3 +234,56 @@ def test_image_marks_must_match_the_images(tmp_path: Path) -> None:
     results = list(get_source("geometry3k").iter_results(LoadSpec(path=str(tmp_path), split="test")))
     assert [(r.error.field, r.error.reason) if r.error else None for r in results] == [
         ("problem", "2 <image> marks for 1 image(s)"), None]
+
+
+@pytest.mark.parametrize(("source", "fixture", "column"), [
+    ("mathverse", "mathverse/testmini.parquet", "question_type"),
+    ("mmmu_pro_standard", "mmmu_pro", "options"),
+    ("mathvision", "mathvision/data/test-00000-of-00001.parquet", "options"),
+])  # fmt: skip
+@pytest.mark.parametrize("bad_rows", ["error", "skip"])
+def test_missing_required_column_is_an_error_naming_file_row_and_field(
+    tmp_path: Path, source: str, fixture: str, column: str, bad_rows: str
+) -> None:
+    """Issue 17 8a: without the column the rows would silently become choice-less ``expression`` rows;
+    even under bad_rows=skip it is an error (it would skip or change every row)."""
+    import pyarrow.parquet as pq
+
+    path = FIXTURES / fixture
+    if path.is_dir():  # MMMU-Pro: the standard config's file
+        path = next(p for p in sorted(path.rglob("*.parquet")) if "standard" in str(p))
+    table = pq.read_table(path)
+    out = tmp_path / ("standard (10 options)" if source == "mmmu_pro_standard" else "x") / path.name
+    out.parent.mkdir(parents=True)
+    pq.write_table(table.drop([column]), out)
+    with pytest.raises(ValueError) as info:
+        load_source_rows(source, path=str(tmp_path), bad_rows=bad_rows, split=get_source(source).default_split)
+    message = str(info.value)
+    assert str(out) in message and "row 0" in message and f"field {column!r}" in message
+    assert "required column missing" in message
+
+
+def test_null_required_field_is_a_bad_row(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(FIXTURES / "mathverse" / "testmini.parquet").to_pylist()
+    table[0]["question_type"] = None
+    pq.write_table(__import__("pyarrow").Table.from_pylist(table), tmp_path / "testmini.parquet")
+    skipped: list[str] = []
+    rows = load_source_rows("mathverse", path=str(tmp_path), bad_rows="skip", skipped=skipped)
+    assert len(rows) == len(table) - 1
+    assert len(skipped) == 1 and "row 0" in skipped[0] and "'question_type'" in skipped[0]
+
+
+def test_vision_r1_cold_sentence_answers_are_text() -> None:
+    """Issue 12 cause 11: a sentence answer with a digit is text, not an expression."""
+    assert infer_answer_type("There are 3 circles in the image.") == ("text", [])
+    assert infer_answer_type("The total is 12 apples") == ("text", [])
+    assert infer_answer_type("x = 3 or x = 5")[0] == "expression"
+    assert infer_answer_type("3\\sqrt{2} cm")[0] == "expression"
+
+
+def test_mathverse_path_with_config_name_says_to_drop_it() -> None:
+    """Issue 12 cause 11: the shipped recipe's config_name: testmini with a flat local path."""
+    with pytest.raises(FileNotFoundError, match="drop config_name"):
+        load_source_rows("mathverse", path=str(FIXTURES / "mathverse"), config_name="testmini")

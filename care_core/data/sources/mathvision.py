@@ -2,7 +2,8 @@
 
 Native fields: ``id``, ``question`` (with ``<image1>`` marks), ``options`` (list, empty for
 free-form), ``image`` (path), ``decoded_image`` (image), ``answer`` (a letter A-E or a value),
-``solution``, ``level`` (1-5), ``subject``. Options are appended to ``problem`` as ``(A) …`` lines.
+``solution``, ``level`` (1-5), ``subject``. ``problem`` is the raw question: MATH-V's prompt (its
+instruction and the ``(A) …`` option lines) is built at evaluation (``care_core.evaluation.prompts``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from care_core.data.sources.base import RowContext, Source, infer_answer_type, render_choices, row_id
+from care_core.data.sources.base import RowContext, Source, infer_answer_type, row_id
 
 
 class MathVision(Source):
@@ -24,7 +25,7 @@ class MathVision(Source):
         question = re.sub(r"<image\d*>", "<image>", str(record["question"]))
         answer = str(record.get("answer") or "").strip()
         if options:
-            answer_type, choices, problem = "choice", options, render_choices(question, options)
+            answer_type, choices, problem = "choice", options, question
         else:
             answer_type, choices = infer_answer_type(answer)
             problem = question
