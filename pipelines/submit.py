@@ -7,6 +7,7 @@ runs with a scheduled name are replaced and managed runs no longer in the file a
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import tempfile
@@ -18,7 +19,8 @@ from typing import Any
 
 import yaml
 
-from care_core.config import Recipe, RecipeError, load_recipe
+from care_core.config import Recipe, RecipeError, RetrainConfig, load_recipe
+from care_core.errors import CareError
 from pipelines.compile import compile_pipeline
 from pipelines.params import pipeline_params
 
@@ -30,8 +32,10 @@ _CRON_FIELD = re.compile(r"^(\*|\?|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/[0-9]+)?(,(\*|
 ClientFactory = Callable[[str], Any]
 
 
-class ScheduleError(ValueError):
+class ScheduleError(CareError, ValueError):
     """An invalid schedules file; the message names the file, the schedule and the field."""
+
+    default_hint = "fix the named schedule in the schedules YAML"
 
 
 def make_client(host: str) -> Any:
@@ -84,6 +88,12 @@ class Schedule:
     parameters: dict[str, Any] = field(default_factory=dict)  # run-time pipeline parameter values
     enabled: bool = True
     description: str = ""
+    retrain: dict[str, Any] = field(default_factory=dict)  # the recipe's retrain section (compile time)
+
+    @property
+    def recipe_overrides(self) -> list[str]:
+        """``set`` plus the ``retrain`` keys as ``retrain.<key>=<value>`` overrides."""
+        return [*self.overrides, *(f"retrain.{k}={json.dumps(v)}" for k, v in self.retrain.items())]
 
 
 def validate_cron(cron: str, where: str) -> str:
@@ -97,6 +107,25 @@ def validate_cron(cron: str, where: str) -> str:
         if not _CRON_FIELD.match(part):
             raise ScheduleError(f"{where}: cron {cron!r} field {index + 1} ({part!r}) is not valid")
     return cron
+
+
+def _check_retrain(section: Any, parameters: dict[str, Any], where: str) -> dict[str, Any]:
+    """A schedule's ``retrain`` mapping: known keys; champion/skip need a registered model; the model
+    name is compile time (it adds the plan and gate steps), so it cannot be a run-time parameter only."""
+    if section is None:
+        section = {}
+    if not isinstance(section, dict):
+        raise ScheduleError(f"{where}: field 'retrain' must be a mapping of {sorted(RetrainConfig.__dataclass_fields__)}")
+    unknown = sorted(set(section) - set(RetrainConfig.__dataclass_fields__))
+    if unknown:
+        raise ScheduleError(f"{where}: retrain: unknown keys {unknown}; allowed: {sorted(RetrainConfig.__dataclass_fields__)}")
+    if section and not section.get("registered_model"):
+        raise ScheduleError(f"{where}: retrain.registered_model is missing: the registry, warm start and gate need it")
+    runtime = sorted(k for k in parameters if k.startswith("retrain__"))
+    if runtime and not section.get("registered_model"):
+        raise ScheduleError(f"{where}: parameters {runtime} have no effect without retrain.registered_model in the "
+                            "schedule's retrain section (it adds the plan and gate steps at compile time)")  # fmt: skip
+    return dict(section)
 
 
 def load_schedules(path: str | Path) -> list[Schedule]:
@@ -122,6 +151,7 @@ def load_schedules(path: str | Path) -> list[Schedule]:
             if not item.get(key):
                 raise ScheduleError(f"{where}: missing field {key!r}")
         where = f"{path}: schedule {item['name']!r}"
+        retrain = _check_retrain(item.get("retrain"), dict(item.get("parameters") or {}), where)
         recipe_path = Path(item["recipe"])
         if not recipe_path.is_absolute():
             beside = path.parent / recipe_path
@@ -136,6 +166,7 @@ def load_schedules(path: str | Path) -> list[Schedule]:
                 parameters=dict(item.get("parameters") or {}),
                 enabled=bool(item.get("enabled", True)),
                 description=str(item.get("description", "")),
+                retrain=retrain,
             )
         )
     names = [s.name for s in schedules]
@@ -164,7 +195,7 @@ def apply_schedules(
     compiled: list[tuple[Schedule, Recipe]] = []
     for schedule in schedules:  # validate everything before touching the server
         try:
-            recipe = load_recipe(schedule.recipe, schedule.overrides)
+            recipe = load_recipe(schedule.recipe, schedule.recipe_overrides)
         except RecipeError as exc:
             raise ScheduleError(f"{path}: schedule {schedule.name!r}: {exc}") from None
         _check_arguments(recipe, schedule.parameters, f"{path}: schedule {schedule.name!r}")
