@@ -236,7 +236,7 @@ def summary_table(results: list[dict[str, Any]], sft_acc: float, arms: list[str]
     return "\n".join(lines) + "\n"
 
 
-DIAGNOSTICS = {  # care_method.md §11 subset: value in the last round, mean ± std over seeds
+DIAGNOSTICS = {  # docs/method.md §11 subset: value in the last round, mean ± std over seeds
     "rollout/response_length/mean": "response len",
     "rollout/format/mean": "format rate",
     "rollout/groups/frac_all_wrong": "all-wrong groups",

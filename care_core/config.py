@@ -1,6 +1,6 @@
 """Typed recipe: one dataclass tree, YAML recipes merged with ``--set`` overrides.
 
-Defaults equal the CARE reference values (``care_method.md``); recipes for small machines
+Defaults equal the CARE reference values (``docs/method.md``); recipes for small machines
 scale sizes down. Loading validates every key and type: an unknown key or a wrong type is a
 ``RecipeError`` naming the key and the recipe file.
 """
@@ -120,7 +120,7 @@ class RolloutConfig:
 # --------------------------------------------------------------------------- algorithm
 @dataclass
 class RescueConfig:
-    """All-negative rescue (care_method.md §5)."""
+    """All-negative rescue (docs/method.md §5)."""
 
     enable: bool = True
     delta: float = 0.1
@@ -133,7 +133,7 @@ class RescueConfig:
 
 @dataclass
 class RGRConfig:
-    """Reflection-Guided Resampling (care_method.md §6)."""
+    """Reflection-Guided Resampling (docs/method.md §6)."""
 
     enable: bool = True
     template: str = "structured"  # structured | sentence | none (promptless-resampling control)
@@ -145,7 +145,7 @@ class RGRConfig:
 
 @dataclass
 class RegionConfig:
-    """Region-weighted token advantages (care_method.md §7)."""
+    """Region-weighted token advantages (docs/method.md §7)."""
 
     enable: bool = True
     tau_pos: float = 0.005

@@ -1,4 +1,4 @@
-"""Row contracts between stages (``interfaces.md`` §1 and §2) as Arrow schemas, with validation.
+"""Row contracts between stages (``docs/interfaces.md`` §1 and §2) as Arrow schemas, with validation.
 
 Example rows: one Parquet file per split, one row per example, images inline.
 Rollout rows: one Parquet file per round, one row per sampled response.

@@ -1,4 +1,4 @@
-"""Row contracts (interfaces.md §1-2): round trips, casting and errors that name file/row/field."""
+"""Row contracts (docs/interfaces.md §1-2): round trips, casting and errors that name file/row/field."""
 
 from __future__ import annotations
 

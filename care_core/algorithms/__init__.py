@@ -1,4 +1,4 @@
-"""CARE / GRPO algorithm core: pure torch functions, no I/O (care_method.md §1-9).
+"""CARE / GRPO algorithm core: pure torch functions, no I/O (docs/method.md §1-9).
 
 Importing this package registers the ``grpo``, ``dr_grpo`` and ``care`` algorithm specs
 (``registry.AlgorithmSpec``); ``algorithm_spec(recipe.algorithm)`` returns the one a recipe names.

@@ -1,4 +1,4 @@
-"""CARE anchored-contrastive advantages (care_method.md §2-6), vectorised over groups.
+"""CARE anchored-contrastive advantages (docs/method.md §2-6), vectorised over groups.
 
 Per group (all tensors [B, N]; N rows = rollouts, then RGR rows):
 
@@ -179,7 +179,7 @@ def care_advantages(batch: GroupBatch, params: CareConfig) -> AdvantageResult:
 
 @register_algorithm
 class CareSpec(AlgorithmSpec):
-    """CARE (care_method.md §2-7): think-span embeddings, RGR rows, region-weighted token advantages."""
+    """CARE (docs/method.md §2-7): think-span embeddings, RGR rows, region-weighted token advantages."""
 
     name = "care"
     label = "CARE"
@@ -205,7 +205,7 @@ class CareSpec(AlgorithmSpec):
         return care_advantages(batch, self.algorithm.care)
 
     def diagnostics(self, batch: GroupBatch, result: AdvantageResult) -> dict[str, Any]:
-        """care_method.md §11: K', anchor vs mean think length, negative distance, rescue, RGR."""
+        """docs/method.md §11: K', anchor vs mean think length, negative distance, rescue, RGR."""
         return care_diagnostics(batch, result, self.algorithm.care.rescue.normalize)
 
 

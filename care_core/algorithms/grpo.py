@@ -1,4 +1,4 @@
-"""GRPO and Dr. GRPO sequence advantages (care_method.md §9).
+"""GRPO and Dr. GRPO sequence advantages (docs/method.md §9).
 
 ``A_i = (r_i - mean(r)) / (std(r) + eps)`` over the rollouts of one prompt. ``std="unbiased"``
 divides by n - 1 (``torch.std``, what EasyR1 and verl use; the project default); ``"population"``

@@ -1,4 +1,4 @@
-"""Policy loss pieces (care_method.md §8): PPO clipped surrogate, KL estimators, aggregation.
+"""Policy loss pieces (docs/method.md §8): PPO clipped surrogate, KL estimators, aggregation.
 
 All inputs are [B, T] token tensors (B sequences, T padded response length) with a 0/1 ``mask``.
 """

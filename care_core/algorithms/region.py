@@ -1,4 +1,4 @@
-"""Region-weighted token advantages (care_method.md §7).
+"""Region-weighted token advantages (docs/method.md §7).
 
 Weights: 1 on the answer span, ``tau_pos`` on the think span of positives, 0 on the think span of
 negatives, 0 outside the response mask. With an answer span, tokens in neither span (the tags when

@@ -1,4 +1,4 @@
-"""All-negative rescue (care_method.md §5): pseudo-anchor, pseudo-negatives, pseudo-rewards.
+"""All-negative rescue (docs/method.md §5): pseudo-anchor, pseudo-negatives, pseudo-rewards.
 
 In a group with no positive, the failure with the highest sequence log-prob under pi_old becomes a
 pseudo-anchor t; K' = min(K, |F| - 1) pseudo-negatives are picked farthest-first from the other

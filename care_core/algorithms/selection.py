@@ -1,4 +1,4 @@
-"""Positives, anchors and hard negatives (care_method.md §1-3), batched and per group.
+"""Positives, anchors and hard negatives (docs/method.md §1-3), batched and per group.
 
 All functions are vectorised over groups; the ``select_*`` single-group helpers take plain tensors
 for one group (the rollout stage uses them to aim RGR at the nearest hard negative). Ties are broken
@@ -191,7 +191,7 @@ def hard_negatives_from_distances(
 def select_hard_negatives(
     embeddings: torch.Tensor, anchor_embedding: torch.Tensor, failure_mask: torch.Tensor, K: int, M: int
 ) -> torch.Tensor:
-    """Hard negatives of one group (care_method.md §3).
+    """Hard negatives of one group (docs/method.md §3).
 
     Args:
         embeddings: [N, D] rollout embeddings (re-normalised here). anchor_embedding: [D].

@@ -20,11 +20,11 @@ ROLE_NAMES: tuple[str, ...] = (
     "pseudo_negative",
     "none",
 )
-"""Role vocabulary (interfaces.md §2); estimators return indices into this tuple."""
+"""Role vocabulary (docs/interfaces.md §2); estimators return indices into this tuple."""
 ROLE = {name: code for code, name in enumerate(ROLE_NAMES)}
 
 GROUP_KIND_NAMES: tuple[str, ...] = ("mixed", "all_correct", "all_wrong")
-"""Group-kind vocabulary (interfaces.md §2)."""
+"""Group-kind vocabulary (docs/interfaces.md §2)."""
 GROUP_KIND = {name: code for code, name in enumerate(GROUP_KIND_NAMES)}
 
 

@@ -7,7 +7,7 @@ Families (``SyntheticConfig.families``):
   ``bar_add``  the sum of two bars' values
   ``choice``   the count question as multiple choice (answer: a letter)
 
-Each row follows the example contract (``interfaces.md`` §1): one inline PNG, a short answer, a
+Each row follows the example contract (``docs/interfaces.md`` §1): one inline PNG, a short answer, a
 worked ``solution`` (``<think>…</think><answer>…</answer>``) for SFT and a ``meta`` JSON with the
 full scene (every shape's kind/colour/position, every bar's colour/value/rectangle) and the query,
 so answers can be recomputed independently of the text. Train and test use different seeds, and
@@ -282,7 +282,7 @@ def _split_size(cfg: SyntheticConfig, split: str) -> int:
 
 
 def generate_rows(cfg: SyntheticConfig, split: str, image_size: int = 64) -> list[dict[str, Any]]:
-    """Example rows (``interfaces.md`` §1) for ``split`` (``train`` | ``test``); deterministic by seed.
+    """Example rows (``docs/interfaces.md`` §1) for ``split`` (``train`` | ``test``); deterministic by seed.
 
     Train items whose (problem, scene) also occurs in the test split are skipped and replaced, so the
     splits never share an item; within a split items are unique too.

@@ -1,4 +1,4 @@
-"""Think-span embeddings (care_method.md §3) and teacher-forced log-probs of finished sequences.
+"""Think-span embeddings (docs/method.md §3) and teacher-forced log-probs of finished sequences.
 
 One no-grad forward per micro-batch gives both: the policy's last-layer hidden states mean-pooled
 over each response's think span (whole response if it has none), L2-normalised, and the per-token

@@ -1,4 +1,4 @@
-"""Reflection-Guided Resampling (care_method.md §6): repair the nearest hard negative once.
+"""Reflection-Guided Resampling (docs/method.md §6): repair the nearest hard negative once.
 
 Pure pieces: the repair cue, the repair prefix built from a failed response, which negative a
 group repairs, and how the re-decoded continuation becomes a trained sequence. The rollout stage

@@ -3,7 +3,7 @@
 ``run_rollout(recipe, model_path, data_dir, out_path, round_index)`` reads
 ``data_dir/train.parquet``, draws ``train.prompts_per_round`` prompts (deterministic in
 ``train.seed`` and the round), decodes ``rollout.n`` samples each with the configured engine and
-writes rollout rows (interfaces.md §2), plus one RGR row per eligible group when the algorithm's
+writes rollout rows (docs/interfaces.md §2), plus one RGR row per eligible group when the algorithm's
 spec uses RGR (CARE with ``algorithm.care.rgr.enable``). Returns the round's rollout diagnostics.
 The steps: ``sample_groups`` (sampling, DAPO), ``embed_groups``, ``run_rgr``, ``rollout_metrics``.
 """
@@ -240,7 +240,7 @@ def run_rgr(
             }
         )
         mm.append(request.mm_inputs)
-    # old log-probs and embeddings on the trained sequence (care_method.md §6)
+    # old log-probs and embeddings on the trained sequence (docs/method.md §6)
     _embed_rows(model, new_rows, mm, recipe, pad_id, set_logprobs=True)
     successes = sum(1 for r in new_rows if r["accuracy"] >= 1.0)
     stats.update({"rgr/successes": float(successes), "rgr/success_rate": successes / len(new_rows)})
@@ -336,7 +336,7 @@ def embed_groups(ctx: _Context, groups: list[Group]) -> None:
 
 
 def rollout_metrics(groups: list[Group], rgr_rows: list[dict[str, Any]], positive_rule: str) -> dict[str, float]:
-    """The round's rollout diagnostics (care_method.md §11): reward, accuracy, format, group kinds,
+    """The round's rollout diagnostics (docs/method.md §11): reward, accuracy, format, group kinds,
     response and think lengths, clip ratio."""
     rows = [r for _, _, g in groups for r in g]
     kinds = _kinds(groups, positive_rule)

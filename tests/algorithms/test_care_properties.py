@@ -1,6 +1,6 @@
 """Property tests: the vectorised CARE estimator against a plain-Python re-implementation.
 
-The reference below follows care_method.md §2-6 literally, one group at a time, with Python lists
+The reference below follows docs/method.md §2-6 literally, one group at a time, with Python lists
 and explicit loops (brute-force nearest pool and farthest-first). It shares only the pairwise
 distance matrix with the code under test (``cosine_distances``, itself checked against numpy).
 """
@@ -48,7 +48,7 @@ def brute_hard_negatives(d_anchor: list[float], dist, failures: list[int], K: in
 
 
 def reference_group(g: dict, p: CareConfig, dist) -> tuple[list[float], list[str]]:
-    """care_method.md §2-6 for one group, literally."""
+    """docs/method.md §2-6 for one group, literally."""
     n = len(g["reward"])
     rule_pos = (lambda i: g["accuracy"][i] >= 1) if p.positive_rule == "accuracy" else (lambda i: g["reward"][i] > 0)
     rule_fail = (lambda i: g["accuracy"][i] <= 0) if p.positive_rule == "accuracy" else (lambda i: g["reward"][i] <= 0)

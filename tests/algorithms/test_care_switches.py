@@ -1,4 +1,4 @@
-"""Each CARE switch changes the output exactly as care_method.md says when it is turned off."""
+"""Each CARE switch changes the output exactly as docs/method.md says when it is turned off."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Hand-computed CARE advantages (care_method.md §4-6); each test shows its arithmetic."""
+"""Hand-computed CARE advantages (docs/method.md §4-6); each test shows its arithmetic."""
 
 from __future__ import annotations
 

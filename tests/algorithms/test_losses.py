@@ -1,4 +1,4 @@
-"""PPO clip / dual clip, KL estimators and loss aggregation (care_method.md §8)."""
+"""PPO clip / dual clip, KL estimators and loss aggregation (docs/method.md §8)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Region-weighted token advantages (care_method.md §7): properties and an independent loop version."""
+"""Region-weighted token advantages (docs/method.md §7): properties and an independent loop version."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""CARE token weighting as the authors run it, and each project choice as a switch (care_method.md §7).
+"""CARE token weighting as the authors run it, and each project choice as a switch (docs/method.md §7).
 
 Hand-computed token advantages for: spans holding the content between the tags (default) vs the
 tags too; a response without an answer span weighted wholly as answer (default) vs think kept
