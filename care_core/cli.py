@@ -124,8 +124,10 @@ def cmd_schedule(args: argparse.Namespace) -> Any:
 
 
 def cmd_compare(args: argparse.Namespace) -> Any:
-    from care_core.tracking.compare import compare_experiment
+    from care_core.tracking.compare import compare_experiment, compare_registered
 
+    if args.registered_model:
+        return compare_registered(args.tracking_uri, args.registered_model, Path(args.out))
     return compare_experiment(args.tracking_uri, args.experiment, Path(args.out))
 
 
@@ -211,8 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schedules", required=True, help="schedules YAML kept in git")
     p.add_argument("--host", required=True, help="KFP API endpoint")
 
-    p = add("compare", cmd_compare, "GRPO vs CARE report from an MLflow experiment")
-    p.add_argument("--experiment", required=True)
+    p = add("compare", cmd_compare, "GRPO vs CARE report from an MLflow experiment, or champion vs challenger")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--experiment", help="MLflow experiment: latest finished GRPO vs CARE runs")
+    which.add_argument("--registered-model", help="MLflow registered model: its champion vs challenger versions")
     p.add_argument("--tracking-uri", default="sqlite:///.care/mlflow.db")
     p.add_argument("--out", default=".care/compare", help="report directory (Markdown, HTML, PNG)")
     return parser

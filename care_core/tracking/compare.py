@@ -4,6 +4,10 @@ Picks the latest FINISHED run of each algorithm (tag ``algorithm``), builds the 
 accuracy table with deltas (CARE - GRPO, in points) and the learning-curve plots, writes
 ``comparison.md``, ``comparison.html`` (PNG inlined), ``learning_curves.png`` and ``comparison.json``
 to ``out_dir``, logs them to a report run in the same experiment, prints the Markdown and returns a dict.
+
+``care compare --registered-model NAME`` (``compare_registered``): the registry's ``champion`` vs
+``challenger`` versions, read through the MLflow runs that produced them, with both gate scores and
+the gate's reason (README: Scheduled retraining).
 """
 
 from __future__ import annotations
@@ -142,6 +146,73 @@ def compare_experiment(
                 if path:
                     rep.log_artifact(path, "comparison")
         report["report_run_id"] = tracker.run_id
+    if not quiet:
+        print(markdown)
+    return report
+
+
+# --------------------------------------------------------------------------- champion vs challenger
+def compare_registered(
+    tracking_uri: str,
+    registered_model: str,
+    out_dir: str | Path,
+    *,
+    baseline_alias: str = "champion",
+    candidate_alias: str = "challenger",
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """``care compare --registered-model NAME``: the versions behind two aliases of a registered model
+    (default: ``champion`` vs ``challenger``), read from the MLflow runs that produced them; writes
+    ``registry_comparison.md`` / ``.json`` with the per-benchmark table, both gate scores and the gate's
+    reason recorded on the candidate version."""
+    from care_core.tracking.registry import TAG_EVAL_SCORE, TAG_PARENT_VERSION, TAG_REASON, version_by_alias
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tracker = Tracker(tracking_uri, "care")
+    versions = {alias: version_by_alias(tracker, registered_model, alias) for alias in (baseline_alias, candidate_alias)}
+    missing = [alias for alias, v in versions.items() if v is None]
+    if missing:
+        try:
+            present = dict(tracker.client.get_registered_model(registered_model).aliases or {})
+        except Exception:  # noqa: BLE001  (the model itself is missing)
+            present = None
+        raise CompareError(
+            f"registered model {registered_model!r} at {tracking_uri} has no alias {missing}; "
+            + (f"aliases present: {present or 'none'}" if present is not None else "no such registered model")
+        )
+    runs = {alias: tracker.client.get_run(v.run_id) for alias, v in versions.items()}
+    scores = {alias: eval_scores(run.data.metrics) for alias, run in runs.items()}
+    base, cand = versions[baseline_alias], versions[candidate_alias]
+    b_label, c_label = f"{baseline_alias} v{base.version}", f"{candidate_alias} v{cand.version}"
+    rows = comparison_rows(scores[baseline_alias], scores[candidate_alias])
+    headers = ["benchmark", f"{b_label} accuracy", f"{c_label} accuracy", f"delta {c_label}-{b_label} (points)"]
+    lines = [
+        f"- {alias} v{v.version}: run `{v.run_id}`, gate score {(v.tags or {}).get(TAG_EVAL_SCORE, '?')}, "
+        f"parent v{(v.tags or {}).get(TAG_PARENT_VERSION) or '—'}, data {(v.tags or {}).get('data.fingerprint', '?')[:12]}, "
+        f"source `{v.source}`"
+        for alias, v in versions.items()
+    ]
+    reason = (cand.tags or {}).get(TAG_REASON, "")
+    markdown = (
+        f"# {c_label} vs {b_label} — registered model `{registered_model}`\n\n" + "\n".join(lines) + "\n\n"
+        + markdown_table(headers, rows) + (f"\nGate on v{cand.version}: {reason}\n" if reason else "")
+    )
+    report: dict[str, Any] = {
+        "registered_model": registered_model,
+        "tracking_uri": tracking_uri,
+        "versions": {alias: str(v.version) for alias, v in versions.items()},
+        "runs": {alias: v.run_id for alias, v in versions.items()},
+        "gate_scores": {alias: (v.tags or {}).get(TAG_EVAL_SCORE) for alias, v in versions.items()},
+        "gate_reason": reason,
+        "headers": headers,
+        "rows": rows,
+    }
+    md_path, json_path = out_dir / "registry_comparison.md", out_dir / "registry_comparison.json"
+    md_path.write_text(markdown)
+    report["markdown"] = str(md_path)
+    json_path.write_text(json.dumps(report, indent=2, default=str))
+    report["json"] = str(json_path)
     if not quiet:
         print(markdown)
     return report

@@ -203,3 +203,30 @@ def test_plan_skips_only_unchanged_data_and_recipe(mlflow_server, tmp_path):
 def _args(recipe) -> list[str]:
     return ["data.synthetic.n_train=6", "data.synthetic.n_test=2", "retrain.registered_model=plan-unit",
             "retrain.start_from=champion", f"tracking.uri={recipe.tracking.uri}", "tracking.experiment=plan-unit"]  # fmt: skip
+
+
+def test_care_compare_reads_champion_and_challenger(mlflow_server, tmp_path, capsys):
+    from care_core.cli import main
+    from care_core.tracking.compare import CompareError, compare_registered
+
+    tracker = Tracker(mlflow_server, "compare-registry")
+    runs = []
+    for accuracy in (0.5, 0.25):
+        run = tracker.client.create_run(tracker.experiment_id)
+        tracker.client.log_metric(run.info.run_id, "eval/synthetic/accuracy", accuracy)
+        runs.append(run.info.run_id)
+    reason = "score 0.2500 < champion v1 0.5000 + min_improvement 0 = 0.5000"
+    register_version(tracker, "cmp", "s3://b/one", runs[0], {"eval.score": "0.5"})
+    with pytest.raises(CompareError, match=r"has no alias \['champion', 'challenger'\]; aliases present: none"):
+        compare_registered(mlflow_server, "cmp", tmp_path, quiet=True)
+    register_version(tracker, "cmp", "s3://b/two", runs[1], {"eval.score": "0.25", "gate.reason": reason})
+    set_alias(tracker, "cmp", "champion", "1")
+    set_alias(tracker, "cmp", "challenger", "2")
+    report = compare_registered(mlflow_server, "cmp", tmp_path / "out", quiet=True)
+    assert report["versions"] == {"champion": "1", "challenger": "2"} and report["runs"]["challenger"] == runs[1]
+    assert {r[0]: r for r in report["rows"]}["synthetic"][1:] == [0.5, 0.25, "-25.00"]
+    assert report["gate_scores"] == {"champion": "0.5", "challenger": "0.25"} and report["gate_reason"] == reason
+    assert main(["compare", "--registered-model", "cmp", "--tracking-uri", mlflow_server, "--out", str(tmp_path / "cli")]) == 0
+    assert "challenger v2 vs champion v1" in capsys.readouterr().out
+    with pytest.raises(CompareError, match="no such registered model"):
+        compare_registered(mlflow_server, "nope", tmp_path, quiet=True)
