@@ -22,6 +22,7 @@ Reliability (docs/reliability.md):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -30,6 +31,7 @@ import shutil
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,7 @@ logger = logging.getLogger(__name__)
 
 TRACKING_FILE = "tracking.json"
 TRACKING_BUFFER = "tracking_buffer.jsonl"
+LOGGED_FILE = "tracking_logged.json"  # the last round whose metrics reached MLflow (or its buffer)
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -138,10 +141,17 @@ class _Tracking:
 
 
 class _Signals:
-    """Turn SIGTERM / SIGINT into ``TrainingInterrupted`` while training (main thread only)."""
+    """Turn SIGTERM / SIGINT into ``TrainingInterrupted`` while training (main thread only).
+
+    Inside ``shield()`` (a round's commit + its MLflow logging) the signal is held until the block ends,
+    so a committed round's metrics are sent exactly once."""
+
+    def __init__(self) -> None:
+        self.previous: dict[int, Any] = {}
+        self.shielded = False
+        self.pending: int | None = None
 
     def __enter__(self) -> _Signals:
-        self.previous: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self.previous[sig] = signal.signal(sig, self._raise)
@@ -149,7 +159,20 @@ class _Signals:
 
     def _raise(self, signum: int, frame: Any) -> None:
         self.restore()  # a second signal gets the default behaviour
+        if self.shielded:
+            self.pending = signum
+            return
         raise TrainingInterrupted(signum)
+
+    @contextlib.contextmanager
+    def shield(self) -> Iterator[None]:
+        self.shielded = True
+        try:
+            yield
+        finally:
+            self.shielded = False
+        if self.pending is not None:
+            raise TrainingInterrupted(self.pending)
 
     def restore(self) -> None:
         for sig, handler in self.previous.items():
@@ -158,6 +181,28 @@ class _Signals:
 
     def __exit__(self, *exc: Any) -> None:
         self.restore()
+
+
+def _mark_logged(run_dir: Path, round_index: int) -> None:
+    from care_core.fsio import write_text_atomic
+
+    write_text_atomic(run_dir / LOGGED_FILE, json.dumps({"round": round_index}))
+
+
+def _relog_committed(tracking: _Tracking, run_dir: Path, resume: Any) -> None:
+    """Log the metrics of committed rounds a kill cut off between the commit and the MLflow call."""
+    from care_core.training.checkpoint import ROUNDS, round_name
+
+    try:
+        logged = int(json.loads((run_dir / LOGGED_FILE).read_text())["round"])
+    except (OSError, ValueError, KeyError):
+        logged = 0
+    for r in range(logged + 1, resume.round_index + 1):
+        state_file = (resume.round_dir if r == resume.round_index else run_dir / ROUNDS / round_name(r)) / "state.json"
+        if state_file.is_file():
+            logger.info("logging round %d's metrics again (the previous run stopped before sending them)", r)
+            tracking.log(json.loads(state_file.read_text()).get("metrics") or {}, step=r)
+    _mark_logged(run_dir, resume.round_index)
 
 
 def _check_storage(recipe: Recipe) -> None:
@@ -186,16 +231,16 @@ def run_train(recipe: Recipe, force: bool = False) -> dict[str, Any]:
     """Run (or resume) the whole in-process training loop; returns a summary dict.
 
     ``force``: reuse cached data / SFT / round checkpoints built from a different recipe (warned)."""
-    with _Signals():
+    with _Signals() as signals:
         try:
-            return _run_train(recipe, force)
+            return _run_train(recipe, force, signals)
         except TrainingInterrupted as exc:
             logger.warning("care train %s: the round in progress was abandoned, the MLflow run marked KILLED; "
                            "run the same command again to resume from the last committed round", exc)
             raise SystemExit(128 + exc.signum) from None
 
 
-def _run_train(recipe: Recipe, force: bool) -> dict[str, Any]:
+def _run_train(recipe: Recipe, force: bool, signals: _Signals) -> dict[str, Any]:
     from care_core.models import resolve_model_path
     from care_core.stages.advantage import run_advantage
     from care_core.stages.rollout import run_rollout
@@ -232,6 +277,7 @@ def _run_train(recipe: Recipe, force: bool) -> dict[str, Any]:
             first = resume.round_index + 1
             summary["resumed_from"] = str(resume.round_dir)
             logger.info("resuming after round %d from %s", resume.round_index, resume.round_dir)
+            _relog_committed(tracking, run_dir, resume)
         rounds = range(first, recipe.train.rounds + 1)
         for r in tqdm(rounds, desc=f"care train ({recipe.algorithm.name})", unit="round", disable=len(rounds) == 0):
             t_round = time.perf_counter()
@@ -248,11 +294,18 @@ def _run_train(recipe: Recipe, force: bool) -> dict[str, Any]:
                        "train/round": float(r), "train/global_step": float(global_step)}
             state = {"round": r, "global_step": global_step, "reference": str(reference), "recipe_hash": recipe_hash(recipe),
                      "fingerprint": cache.record(recipe, "round"), "metrics": _numeric(metrics)}
-            final = commit_round(run_dir, r, state)
-            policy, state_dir = str(final / "policy"), str(final / "policy" / TRAINER_STATE)
-            if recipe.train.eval_every and r % recipe.train.eval_every == 0 and r != recipe.train.rounds:
+            periodic_eval = bool(recipe.train.eval_every) and r % recipe.train.eval_every == 0 and r != recipe.train.rounds
+            with signals.shield():  # commit, then log exactly once (a SIGKILL here is repaired by _relog_committed)
+                final = commit_round(run_dir, r, state)
+                policy, state_dir = str(final / "policy"), str(final / "policy" / TRAINER_STATE)
+                if not periodic_eval:
+                    tracking.log(metrics, step=r)
+                    _mark_logged(run_dir, r)
+            if periodic_eval:
                 metrics.update(_evaluate(recipe, policy, final / "eval", data_dir))
-            tracking.log(metrics, step=r)
+                with signals.shield():
+                    tracking.log(metrics, step=r)
+                    _mark_logged(run_dir, r)
             summary["rounds"].append(_numeric(metrics))
             logger.info("round %d: reward %.3f acc %.3f loss %.4f (%.1fs)", r, metrics.get("reward/mean", math.nan),
                         metrics.get("accuracy/mean", math.nan), metrics.get("actor/loss", math.nan), metrics["perf/round_s"])
