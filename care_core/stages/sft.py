@@ -54,19 +54,20 @@ def sft_rows(data_dir: str | Path) -> tuple[list[dict[str, Any]], Path]:
 
 def run_sft(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, model_path: str | None = None) -> dict[str, Any]:
     """Fine-tune ``model_path`` (default: the recipe's model) on the solutions; save to ``out_dir``."""
+    start = time.perf_counter()
+    rows, source = sft_rows(data_dir)  # inputs first: a bad data folder fails before the heavy imports and the model
+    from care_core.models.loading import check_model_path
+
+    if model_path:
+        check_model_path(model_path, "--model")
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
     from care_core.data.prompting import encode_sft_examples
     from care_core.models import load_policy, resolve_model_path
-    from care_core.models.loading import check_model_path
     from care_core.stages.update import configure_trainable
 
-    start = time.perf_counter()
     cfg = recipe.train.sft
     out_dir = Path(out_dir)
-    rows, source = sft_rows(data_dir)  # inputs first: a bad data folder fails before the model load
-    if model_path:
-        check_model_path(model_path, "--model")
     model_path = model_path or resolve_model_path(recipe.model)
     model, processor = load_policy(model_path, dtype=recipe.model.dtype, attn_implementation=recipe.model.attn_implementation,
                                    cache_dir=recipe.model.cache_dir)
