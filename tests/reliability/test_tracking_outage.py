@@ -165,3 +165,41 @@ def test_sigterm_marks_the_run_killed_and_resume_finishes(mlflow_server, tmp_pat
     steps = sorted(m.step for m in client.get_metric_history(run_id, "reward/mean"))
     assert steps == [1, 2, 3]
     assert not list((run_dir / "rounds").glob("*.tmp")), "the abandoned round's work folder is cleaned up"
+
+
+def test_tracker_buffers_while_unreachable_and_sends_in_order(mlflow_server, tmp_path):
+    """Fast check of the buffer: the client is pointed at a closed port (an outage), then back."""
+    from mlflow.tracking import MlflowClient
+
+    from care_core.tracking.tracker import Tracker
+
+    tracker = Tracker(mlflow_server, "buffer-test", retries=1, backoff_s=0.01)
+    tracker.start_run(run_name="buffer")
+    tracker.enable_buffer(tmp_path / "buffer.jsonl")
+    live = tracker.client
+    tracker.client = MlflowClient(tracking_uri=f"http://127.0.0.1:{_free_port()}")  # nothing listens there
+    tracker.log_metrics({"loss": 3.0}, step=1)
+    tracker.log_metrics({"loss": 2.0, "acc": 0.5}, step=2)
+    assert tracker.buffered() == 3
+    tracker.end_run("FINISHED", wait_s=0.0)  # still down: warns, keeps the buffer, does not raise
+    assert tracker.buffered() == 3
+    tracker.client = live  # the server is back
+    tracker.log_metrics({"loss": 1.0}, step=3)
+    assert not (tmp_path / "buffer.jsonl").exists()
+    history = {m.step: m.value for m in live.get_metric_history(tracker.run_id, "loss")}
+    assert history == {1: 3.0, 2: 2.0, 3: 1.0}
+    assert [m.value for m in live.get_metric_history(tracker.run_id, "acc")] == [0.5]
+    tracker.end_run("FINISHED")
+    assert live.get_run(tracker.run_id).info.status == "FINISHED"
+
+
+def test_tracker_without_buffer_still_raises(mlflow_server):
+    from mlflow.tracking import MlflowClient
+
+    from care_core.tracking.tracker import Tracker, TrackingError
+
+    tracker = Tracker(mlflow_server, "buffer-test", retries=0, backoff_s=0.01)
+    tracker.start_run(run_name="no-buffer")
+    tracker.client = MlflowClient(tracking_uri=f"http://127.0.0.1:{_free_port()}")
+    with pytest.raises(TrackingError, match="is the tracking server reachable"):
+        tracker.log_metrics({"loss": 1.0}, step=1)
