@@ -48,7 +48,7 @@ _NUMBER_RE = re.compile(
 # "the (final) answer is X", "Answer: X", "the correct option is X": keep the text after the last one.
 # No capture of the rest: a greedy ``(.+)`` would swallow a later phrase on the same line.
 _PHRASE_RE = re.compile(
-    r"(?:final\s+answer|the\s+answer|answer|correct\s+(?:option|choice))\s*(?:is|:|=)\s*[:\s]*",
+    r"(?:final\s+answer|the\s+answer|answer|correct\s+(?:option|choice)(?:\s+letter)?)\s*(?:is|:|=)\s*[:\s]*",
     re.IGNORECASE,
 )
 _MATH_SPAN_RE = re.compile(r"\$([^$]+)\$|\\\((.+?)\\\)")
