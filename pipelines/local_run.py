@@ -66,7 +66,9 @@ def run_local(
     from kfp import local
 
     from pipelines.care_pipeline import build_pipeline, pipeline_name
+    from pipelines.compile import refuse_credentials
 
+    refuse_credentials(recipe)  # the recipe is a pipeline parameter: kfp.local's files and logs would hold it
     work_dir = Path(work_dir).resolve()
     pipeline_root = work_dir / "pipeline_root"
     pipeline_root.mkdir(parents=True, exist_ok=True)

@@ -175,3 +175,13 @@ def test_s3_download_dir_keeps_odd_but_safe_keys_inside(s3_env, tmp_path: Path) 
     assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()) == [
         "..%2Fescaped.txt", ".../x.txt", "ok.txt"]
     assert [p for p in tmp_path.rglob("*") if p.is_file() and dest not in p.parents] == []
+
+
+def test_care_run_refuses_credentials_before_kfp_local_writes_anything(tmp_path: Path) -> None:
+    pytest.importorskip("kfp")
+    from pipelines.local_run import run_local
+
+    recipe = load_recipe(RECIPES / "tiny-care.yaml", [f"tracking.uri=http://alice:{SECRET}@mlflow:5000"])
+    with pytest.raises(SecurityError, match="credentials") as info:
+        run_local(recipe, work_dir=tmp_path / "work")
+    assert info.value.where == "recipe key tracking.uri" and not (tmp_path / "work").exists()
