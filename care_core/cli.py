@@ -102,7 +102,10 @@ def cmd_run(args: argparse.Namespace) -> Any:
     from pipelines.local_run import run_local
 
     recipe = _recipe(args)
-    return run_local(recipe, work_dir=Path(args.work_dir))
+    if args.verbose:  # everything kfp.local and the components print, and the summary as JSON
+        return run_local(recipe, work_dir=Path(args.work_dir))
+    run_local(recipe, work_dir=Path(args.work_dir), progress=True)  # step lines + summary; the rest to a log file
+    return None
 
 
 def cmd_demo(args: argparse.Namespace) -> Any:
@@ -129,6 +132,20 @@ def cmd_compare(args: argparse.Namespace) -> Any:
     if args.registered_model:
         return compare_registered(args.tracking_uri, args.registered_model, Path(args.out))
     return compare_experiment(args.tracking_uri, args.experiment, Path(args.out))
+
+
+def cmd_recipe(args: argparse.Namespace) -> Any:
+    from care_core import recipe_docs
+
+    if args.recipe_command == "explain":
+        print(recipe_docs.explain(args.key))
+    elif args.recipe_command == "show":
+        print(recipe_docs.show(_recipe(args)), end="")
+    elif args.output:
+        Path(args.output).write_text(recipe_docs.reference_markdown())
+    else:
+        print(recipe_docs.reference_markdown(), end="")
+    return None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -219,6 +236,15 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--registered-model", help="MLflow registered model: its champion vs challenger versions")
     p.add_argument("--tracking-uri", default="sqlite:///.care/mlflow.db")
     p.add_argument("--out", default=".care/compare", help="report directory (Markdown, HTML, PNG)")
+
+    p = add("recipe", cmd_recipe, "recipe keys: their type, default and meaning (care_core/config.py)")
+    actions = p.add_subparsers(dest="recipe_command", required=True, metavar="ACTION")
+    a = actions.add_parser("explain", help="one key (dotted, e.g. algorithm.care.K) or a section")
+    a.add_argument("key")
+    a = actions.add_parser("show", help="the resolved recipe as YAML, each key under its meaning and default")
+    _add_recipe_args(a)
+    a = actions.add_parser("reference", help="the Markdown reference of every key (docs/recipe-reference.md)")
+    a.add_argument("-o", "--output", default=None, help="write it here instead of printing it")
     return parser
 
 

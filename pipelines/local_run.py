@@ -7,8 +7,11 @@ kfp.local's pipeline root must be a local folder (an ``s3://`` root silently bec
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import os
+import sys
 import time
 import warnings
 from collections.abc import Iterable
@@ -55,9 +58,19 @@ def _latest_run_dir(pipeline_root: Path, name: str, before: set[Path]) -> Path |
 
 
 def run_local(
-    recipe: Recipe, work_dir: Path = Path(".care"), stages: Iterable[str] | None = None, *, quiet: bool = False
+    recipe: Recipe,
+    work_dir: Path = Path(".care"),
+    stages: Iterable[str] | None = None,
+    *,
+    quiet: bool = False,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Run the pipeline with ``kfp.local.SubprocessRunner(use_venv=False)``; return a summary.
+
+    ``progress``: the console shows one line per step, a bar for the running step and the summary;
+    everything kfp.local and the components print goes to ``<work_dir>/logs/<pipeline>-<time>.log``
+    (its path is printed first and is the summary's ``log_file``). A failed step raises
+    ``StepFailed`` holding that step's error line. ``quiet``: print nothing.
 
     Summary keys: ``pipeline``, ``stages``, ``rounds``, ``wall_s``, ``pipeline_root``, ``run_dir``,
     ``artifacts`` (stage output name -> path or S3 URI), ``mlflow`` (tracking URI, experiment, run id,
@@ -81,11 +94,12 @@ def run_local(
     pipeline = build_pipeline(recipe, stage_list, platform=False)
     start = time.monotonic()
     started_ms = int(time.time() * 1000)
+    log_file = work_dir / "logs" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.log" if progress else None
     try:
         with warnings.catch_warnings():  # kfp.local notes that display names and the image are not used locally
             warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
             warnings.filterwarnings("ignore", message=".*custom or non-Python base image.*")
-            task = pipeline()
+            task = _run_with_progress(pipeline, name, log_file, quiet) if log_file else pipeline()
     except Exception:
         _mark_failed(recipe, started_ms)
         raise
@@ -99,10 +113,38 @@ def run_local(
         wall_s=round(wall, 1),
         pipeline_root=str(pipeline_root),
         run_dir=str(_latest_run_dir(pipeline_root, name, before) or pipeline_root),
+        log_file=str(log_file) if log_file else None,
     )
     if not quiet:
         print(_where_to_look(summary))
     return summary
+
+
+def _run_with_progress(pipeline: Any, name: str, log_file: Path, quiet: bool) -> Any:
+    """Run ``pipeline()`` with its output in ``log_file`` and step progress on the console."""
+    from pipelines.progress import StepProgress, count_steps
+
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    console = open(os.devnull, "w") if quiet else sys.stdout  # noqa: SIM115  (closed below)
+    total = count_steps(pipeline.pipeline_spec)
+    console.write(f"Running pipeline {name} through kfp.local: {total} steps. Full log: {log_file}\n")
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    with log_file.open("w", encoding="utf-8") as log:
+        stream = StepProgress(log, console, total)
+        root.handlers = [logging.StreamHandler(log)]  # this process's own log records go to the file too
+        try:
+            with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
+                return pipeline()
+        except Exception as exc:
+            failure = stream.failure(log_file)
+            if failure is None:
+                raise
+            raise failure from exc
+        finally:
+            root.handlers = saved
+            if quiet:
+                console.close()
 
 
 def _mark_failed(recipe: Recipe, started_ms: int) -> None:
@@ -162,6 +204,7 @@ def _where_to_look(summary: dict[str, Any]) -> str:
         f"(stages: {', '.join(summary['stages'])}; rounds: {summary['rounds']}).",
         f"  MLflow run {mlf['run_id']} in experiment {mlf['experiment']!r} -> {mlf['ui']}",
         f"  KFP local run folder: {summary['run_dir']}",
+        *([f"  Full log: {summary['log_file']}"] if summary.get("log_file") else []),
         f"  Artifacts ({summary['artifact_root'] if is_s3(summary['artifact_root']) else 'in the KFP pipeline root'}):",
         *[f"    {name}: {uri}" for name, uri in summary["artifacts"].items()],
     ]

@@ -46,9 +46,9 @@ def _rollouts() -> pa.Table:
 def test_the_table_lists_namespaces():
     names = documented_namespaces()
     assert {"reward", "actor", "advantages", "roles", "care", "perf", "eval"} <= names
-    assert documented_namespaces("## 5. Metrics\n| `a/`, `b/` | x |\n| `c/` | `not_this/` |\n## 6. x\n| `d/` |") == {
-        "a", "b", "c"
-    }
+    assert documented_namespaces(
+        "## 5. Metrics\n| `a/`, `b/` | x |\n| `c/` | `not_this/` |\n## 6. x\n| `d/` |"
+    ) == {"a", "b", "c"}
 
 
 @pytest.mark.parametrize("algorithm", ["care", "grpo", "dr_grpo"])
@@ -67,7 +67,10 @@ def test_care_train_and_the_components_log_the_same_names():
     """Both paths call ``stage_metrics``: a stage's ``metrics`` as they are, else its namespaced keys."""
     _, diag = compute_advantages(_rollouts(), build_recipe({}), "r.parquet")
     logged = stage_metrics("advantage", diag)
-    assert set(logged) == {k for k, v in diag["metrics"].items() if v is not None and not isinstance(v, dict)} | {
-        f"{k}/{sub}" for k, v in diag["metrics"].items() if isinstance(v, dict) for sub in v
+    assert set(logged) == {
+        k for k, v in diag["metrics"].items() if v is not None and not isinstance(v, dict)
+    } | {f"{k}/{sub}" for k, v in diag["metrics"].items() if isinstance(v, dict) for sub in v}
+    assert stage_metrics("rollout", {"reward/mean": 0.5, "rollout/rows": 8}) == {
+        "reward/mean": 0.5,
+        "rollout/rows": 8.0,
     }
-    assert stage_metrics("rollout", {"reward/mean": 0.5, "rollout/rows": 8}) == {"reward/mean": 0.5, "rollout/rows": 8.0}
