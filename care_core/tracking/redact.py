@@ -4,7 +4,8 @@
 lists the recipe keys whose values carry one (``care compile`` refuses those: credentials belong
 in the environment or a Kubernetes Secret, e.g. ``MLFLOW_TRACKING_USERNAME`` /
 ``MLFLOW_TRACKING_PASSWORD``, ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``).
-``RedactingFilter`` applies ``redact`` to every log record it sees.
+``RedactingFilter`` applies ``redact`` to every record a handler sees; ``install_log_redaction`` (called
+by ``care``) to every record the process creates.
 """
 
 from __future__ import annotations
@@ -56,12 +57,30 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def install_log_redaction(logger: logging.Logger | None = None) -> None:
-    """Add a ``RedactingFilter`` to every handler of ``logger`` (default: the root logger), once."""
-    target = logger or logging.getLogger()
-    for handler in target.handlers:
-        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
-            handler.addFilter(RedactingFilter())
+_installed = False
+
+
+def install_log_redaction() -> None:
+    """Redact every log record of this process when it is created (a record factory), so loggers with
+    their own handlers (mlflow's, which do not propagate) are covered too. Idempotent."""
+    global _installed
+    if _installed:
+        return
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001  (a bad format string is logging's own error to report later)
+            return record
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return record
+
+    logging.setLogRecordFactory(factory)
+    _installed = True
 
 
 __all__ = ["MASK", "RedactingFilter", "find_credentials", "has_credentials", "install_log_redaction", "redact",

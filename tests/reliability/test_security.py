@@ -185,3 +185,21 @@ def test_care_run_refuses_credentials_before_kfp_local_writes_anything(tmp_path:
     with pytest.raises(SecurityError, match="credentials") as info:
         run_local(recipe, work_dir=tmp_path / "work")
     assert info.value.where == "recipe key tracking.uri" and not (tmp_path / "work").exists()
+
+
+def test_log_redaction_covers_loggers_with_their_own_handlers() -> None:
+    """``care`` installs redaction for every record the process creates (mlflow's logger does not propagate)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import logging, sys\n"
+        "from care_core.tracking.redact import install_log_redaction\n"
+        "install_log_redaction(); install_log_redaction()\n"
+        "own = logging.getLogger('mlflow.like'); own.propagate = False\n"
+        "own.addHandler(logging.StreamHandler(sys.stderr)); own.setLevel(logging.INFO)\n"
+        f"own.info('run at %s', 'http://alice:{SECRET}@mlflow:5000/#/runs/1')\n"
+        "own.info('%d%%', 5)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stderr.splitlines() == ["run at http://***@mlflow:5000/#/runs/1", "5%"]
