@@ -158,26 +158,28 @@ class VLLMEngine:
         self.generate_seconds = 0.0
         self.sync_seconds = 0.0
 
-    def _model(self) -> torch.nn.Module:
-        """The vLLM model module (in-process engine core only)."""
+    def _runner(self) -> Any:
+        """vLLM's model runner (in-process engine core only)."""
         executor = self.llm.llm_engine.model_executor if hasattr(self.llm.llm_engine, "model_executor") else None
         worker = getattr(getattr(executor, "driver_worker", None), "worker", None)
         runner = getattr(worker, "model_runner", None)
         if runner is None:
             raise RuntimeError("VLLMEngine.sync_weights needs vLLM's engine core in this process "
                                "(VLLM_ENABLE_V1_MULTIPROCESSING=0, tensor_parallel_size=1)")
-        return runner.model
+        return runner
 
     @torch.no_grad()
     def sync_weights(self, model: torch.nn.Module) -> None:
-        """Push the policy's current weights into the running engine (vLLM's own ``load_weights``
-        maps the HF parameter names) and drop its prefix cache, so the next :meth:`generate`
-        samples from ``model``."""
+        """Push the policy's current weights into the running engine and drop its caches, so the
+        next :meth:`generate` samples from ``model``. Uses the runner's in-place
+        ``reload_weights`` (vLLM 0.32: maps the HF parameter names, and redoes the kernels'
+        post-load weight processing, e.g. the CPU GEMM packing)."""
         start = time.perf_counter()
-        target = self._model()
-        dtype = next(target.parameters()).dtype
-        weights = ((name, t.detach().to("cpu", dtype)) for name, t in model.state_dict().items())
-        target.load_weights(weights)
+        runner = self._runner()
+        dtype = next(runner.get_model().parameters()).dtype
+        weights = [(name, t.detach().to("cpu", dtype)) for name, t in model.state_dict().items()]
+        runner.reload_weights(weights_iterator=iter(weights))
+        self.llm.llm_engine.reset_encoder_cache()  # vision embeddings of the old weights (scheduler + runner)
         self.llm.reset_prefix_cache()
         self.sync_seconds += time.perf_counter() - start
 

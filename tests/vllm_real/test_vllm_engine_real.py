@@ -207,27 +207,71 @@ def test_rgr_continuations_through_vllm(env, hf_policy):
         engine.close()
 
 
-def test_next_round_engine_loads_updated_checkpoint(env, hf_policy, tmp_path):
-    from care_core.models import load_policy
+@pytest.fixture(scope="module")
+def updated(env):
+    """The update stage's checkpoint after round 0 (policy moved by the round's advantages)."""
     from care_core.stages.advantage import run_advantage
-    from care_core.stages.rollout import run_rollout
     from care_core.stages.update import run_update
 
-    recipe = env["recipe"]
-    adv = tmp_path / "adv.parquet"
-    run_advantage(recipe, env["base"] / "r0.parquet", adv)
-    new_dir = tmp_path / "round1_model"
-    run_update(recipe, env["model_dir"], adv, new_dir)
-    run_rollout(recipe, str(new_dir), env["data"], tmp_path / "r1.parquet", round_index=1)
+    adv = env["base"] / "adv_update.parquet"
+    run_advantage(env["recipe"], env["base"] / "r0.parquet", adv)
+    new_dir = env["base"] / "round1_model"
+    run_update(env["recipe"], env["model_dir"], adv, new_dir)
+    return str(new_dir)
+
+
+def test_next_round_engine_loads_updated_checkpoint(env, hf_policy, updated, tmp_path):
+    from care_core.models import load_policy
+    from care_core.stages.rollout import run_rollout
+
+    run_rollout(env["recipe"], updated, env["data"], tmp_path / "r1.parquet", round_index=1)
     rows = _rollout_rows(read_rollouts(tmp_path / "r1.parquet").to_pylist())
-    new_model, new_proc = load_policy(str(new_dir))
+    new_model, new_proc = load_policy(updated)
     old_model, old_proc = hf_policy
     vllm_lp = [r["old_logprobs"] for r in rows]
-    env_r1 = {**env, "examples": env["examples"]}
-    under_new = abs_diffs(vllm_lp, teacher_forced(new_model, _items(env_r1, new_proc, rows)))
-    under_old = abs_diffs(vllm_lp, teacher_forced(old_model, _items(env_r1, old_proc, rows)))
+    under_new = abs_diffs(vllm_lp, teacher_forced(new_model, _items(env, new_proc, rows)))
+    under_old = abs_diffs(vllm_lp, teacher_forced(old_model, _items(env, old_proc, rows)))
     assert float(under_new.max()) < LOGPROB_TOL
     assert float(under_old.max()) > 10 * LOGPROB_TOL  # the update moved the policy; vLLM decoded the new one
+
+
+def test_weight_sync_equals_fresh_engine(env, hf_policy, updated, record_property):
+    """An engine built on the round-0 model, after ``sync_weights(updated policy)``, samples the same
+    tokens with the same log-probs as an engine built fresh on the updated checkpoint."""
+    from care_core.models import load_policy
+    from care_core.rollout import SamplingSettings
+    from care_core.rollout.vllm_engine import VLLMEngine
+    from care_core.stages.rollout import encode_requests
+
+    _, processor = hf_policy
+    cfg = env["recipe"].rollout.vllm
+    examples = list(env["examples"].values())[:3]
+    requests = encode_requests(processor, examples, env["recipe"].data, with_images=True)
+    settings = SamplingSettings(n=G, max_new_tokens=16, seed=11)
+
+    fresh = VLLMEngine(updated, processor, cfg, dtype="float32", seed=0)
+    try:
+        want = fresh.generate(requests, settings)
+        fresh_start = fresh.start_seconds
+    finally:
+        fresh.close()
+    warm = VLLMEngine(env["model_dir"], processor, cfg, dtype="float32", seed=0)
+    try:
+        before = warm.generate(requests, settings)
+        new_model, _ = load_policy(updated)
+        warm.sync_weights(new_model)
+        got = warm.generate(requests, settings)
+        sync_s = warm.sync_seconds
+    finally:
+        warm.close()
+    flat = lambda groups: [s for g in groups for s in g]  # noqa: E731
+    assert [s.response_ids for s in flat(got)] == [s.response_ids for s in flat(want)]
+    diff = abs_diffs([s.logprobs for s in flat(got)], [s.logprobs for s in flat(want)])
+    assert float(diff.max()) <= 1e-6
+    # before the sync the engine decoded the old policy: other log-probs for the same seed
+    assert [s.logprobs for s in flat(before)] != [s.logprobs for s in flat(want)]
+    record_property("weight_sync", json.dumps({"sync_s": sync_s, "fresh_engine_start_s": fresh_start}))
+    print(f"weight sync {sync_s:.3f} s vs fresh engine start {fresh_start:.1f} s")
 
 
 def test_care_evaluate_with_vllm(env, hf_policy, tmp_path):
