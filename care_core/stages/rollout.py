@@ -39,14 +39,17 @@ def round_seed(seed: int, round_index: int, salt: int = 0) -> int:
 
 
 def sample_prompt_indices(n_rows: int, n: int, seed: int, round_index: int, exclude: set[int] | None = None) -> list[int]:
-    """``n`` distinct row indices drawn without replacement by (seed, round); with more prompts
-    wanted than rows, the permutation wraps around."""
+    """``n`` distinct row indices drawn without replacement by (seed, round). With more prompts wanted
+    than rows the permutation wraps around (``run_rollout`` refuses that case first); a refill that
+    ``exclude`` s the rows already used returns at most the rows left, never a repeat."""
     if n_rows == 0:
         raise SchemaError("train.parquet has no rows")
     rng = np.random.default_rng([seed, round_index])
     order = [int(i) for i in rng.permutation(n_rows) if exclude is None or int(i) not in exclude]
     if not order:
         return []
+    if exclude is not None:
+        return order[:n]
     return [order[i % len(order)] for i in range(n)]
 
 

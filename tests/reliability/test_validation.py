@@ -193,3 +193,12 @@ def test_care_train_refuses_more_prompts_than_rows_before_sft(tmp_path: Path, ca
     run_dir = tmp_path / "runs" / "tiny-care"
     assert lines[-2] == f"error: train.prompts_per_round=8 is more than the 4 rows of the data ({run_dir / 'data' / 'train.parquet'})"
     assert not (run_dir / "sft").exists() and not (tmp_path / "m.db").exists()
+
+
+def test_dynamic_sampling_refill_never_repeats_a_prompt() -> None:
+    from care_core.stages.rollout import sample_prompt_indices
+
+    first = sample_prompt_indices(5, 3, seed=0, round_index=1)
+    refill = sample_prompt_indices(5, 3, seed=0, round_index=2, exclude=set(first))
+    assert len(refill) == 2 and len(set(refill)) == 2 and not set(refill) & set(first)
+    assert sample_prompt_indices(5, 3, seed=0, round_index=3, exclude=set(range(5))) == []
