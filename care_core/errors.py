@@ -117,9 +117,24 @@ def describe(exc: BaseException) -> Report:
     if isinstance(exc, OSError) and getattr(exc, "filename", None):
         reason = exc.strerror or text
         return Report(reason, str(exc.filename), _FOREIGN_HINTS.get(name, DEFAULT_HINT), 1, True)
+    if isinstance(exc, ValueError | LookupError | FileNotFoundError) and _raised_by_project(exc):
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args and isinstance(exc.args[0], str) else text
+        return Report(message, None, "check the named input, file or recipe key", 1, True)
     if name in _FOREIGN_HINTS:
         return Report(f"{name}: {text}", None, _FOREIGN_HINTS[name], 1, True)
     return Report(f"{name}: {text}", None, f"unexpected error; {DEFAULT_HINT}", 1, False)
+
+
+def _raised_by_project(exc: BaseException) -> bool:
+    """True when the innermost frame of ``exc`` is project code (a deliberate ``raise ValueError(...)``
+    with a message naming the input), not a library failing inside."""
+    tb, last = exc.__traceback__, None
+    while tb is not None:
+        last, tb = tb, tb.tb_next
+    if last is None:
+        return False
+    filename = last.tb_frame.f_code.co_filename.replace("\\", "/")
+    return any(f"/{package}/" in filename for package in ("care_core", "pipelines", "components"))
 
 
 def one_line(exc: BaseException) -> str:

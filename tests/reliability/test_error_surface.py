@@ -127,3 +127,13 @@ def test_console_entry_point_prints_no_traceback(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines()[-2].startswith("error: ") and "missing.parquet" in out.stderr
+
+
+def test_a_deliberate_value_error_of_a_stage_is_a_known_fault(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, lines = _run(["score", "--in", str(tmp_path / "preds.jsonl")], capsys)
+    assert code == 1 and lines == [f"error: predictions file not found: {tmp_path / 'preds.jsonl'}",
+                                   "hint: check the named input, file or recipe key"]
+    try:
+        raise ValueError("raised outside the project")
+    except ValueError as exc:
+        assert not describe(exc).known and "--debug" in describe(exc).hint
