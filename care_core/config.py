@@ -11,9 +11,10 @@ import dataclasses
 import hashlib
 import json
 import math
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from omegaconf import MISSING, OmegaConf  # noqa: F401  (MISSING re-exported for recipes)
@@ -34,10 +35,15 @@ class RecipeError(CareError, ValueError):
 class TinyModelConfig:
     """Settings of the random-initialised offline Qwen-VL (used when ``model.path`` is ``tiny://``)."""
 
-    preset: str = "tiny"  # tiny | small | micro
+    preset: Literal["tiny", "small", "micro"] = "tiny"
+    """Size of the offline tiny Qwen-VL: ``micro`` (format only), ``tiny`` (3.4M params, learns counting),
+    ``small``."""
     seed: int = 0
-    vocab_size: int = 1024  # BPE vocabulary trained on the synthetic corpus (special tokens added on top)
-    image_size: int = 64  # synthetic images are rendered at this side length (pixels)
+    """Seed of its random initialisation and of the BPE training corpus."""
+    vocab_size: int = 1024
+    """BPE vocabulary trained on the synthetic corpus (the Qwen special tokens are added on top)."""
+    image_size: int = 64
+    """Side length in pixels at which synthetic images are rendered."""
 
 
 @dataclass
@@ -45,12 +51,20 @@ class ModelConfig:
     """Policy model. ``path``: a local HF folder, a hub id, or ``tiny://<preset>``."""
 
     path: str = "tiny://tiny"
-    dtype: str = "float32"  # float32 | bfloat16 | float16
+    """The policy: a local Hugging Face folder, a hub id, or ``tiny://<preset>`` (built offline,
+    ``model.tiny``)."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Weights dtype for training and rollouts."""
     attn_implementation: str = "sdpa"
+    """transformers ``attn_implementation`` (``sdpa``, ``eager``, ``flash_attention_2``)."""
     freeze_vision: bool = False
+    """Keep the vision tower frozen during SFT and RL (only the language model trains)."""
     gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (less memory, about 30% slower)."""
     cache_dir: str = ".care/models"
+    """Where built tiny models (and downloaded hub models) are cached."""
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+    """Settings of the random-initialised offline model used when ``path`` is ``tiny://...``."""
 
 
 # --------------------------------------------------------------------------- data
@@ -59,13 +73,22 @@ class SourceConfig:
     """One dataset source. ``name`` picks the adapter (``synthetic``, ``virl39k``, ``geometry3k``, ...)."""
 
     name: str = "synthetic"
+    """The source adapter (``care_core/data/sources/``): ``synthetic``, ``virl39k``, ``geometry3k``,
+    ``chartqa``, ``vision_r1_cold``, a benchmark, ..."""
     hub_id: str | None = None
-    path: str | None = None  # local files in the hub's own layout (the offline path)
+    """Hugging Face dataset id (default: the adapter's own)."""
+    path: str | None = None
+    """Local files in the hub's own layout (the offline path; read only, never written)."""
     config_name: str | None = None
+    """Dataset configuration (subset) name, when the dataset has several."""
     split: str = "train"
+    """Split of the source to read."""
     limit: int | None = None
-    image_root: str | None = None  # Vision-R1-cold: images live outside the repo
-    role: str = "rl"  # rl | sft | both
+    """At most this many valid rows from the source (counted before deduplication); null: all."""
+    image_root: str | None = None
+    """Folder holding the images when they live outside the dataset files (Vision-R1-cold)."""
+    role: str = "rl"
+    """``rl``: rows for the RL rounds (train/test); ``sft``: rows for cold-start SFT only; ``both``."""
 
 
 @dataclass
@@ -73,48 +96,78 @@ class SyntheticConfig:
     """The generated, verifiable visual task suite (embedded default)."""
 
     families: list[str] = field(default_factory=lambda: ["count", "compare", "bar_read", "bar_add", "choice"])
+    """Task families of the generated verifiable visual tasks (``count``, ``compare``, ``bar_read``,
+    ``bar_add``, ``choice``)."""
     difficulty: list[int] = field(default_factory=lambda: [1, 2])
+    """Difficulty levels to draw from (1 easiest)."""
     n_train: int = 2000
+    """Generated training rows."""
     n_test: int = 200
+    """Generated held-out rows (the ``synthetic`` benchmark)."""
     seed: int = 0
+    """Seed of the training rows."""
     test_seed: int = 1_000_003
+    """Seed of the held-out rows (different from ``seed``, so no test row is a training row)."""
 
 
 @dataclass
 class DataConfig:
     sources: list[SourceConfig] = field(default_factory=lambda: [SourceConfig()])
+    """The datasets to ingest, each through its adapter (a list of sources)."""
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
-    bad_rows: str = "error"  # error | skip
+    """The generated, verifiable visual task suite (the embedded default source)."""
+    bad_rows: Literal["error", "skip"] = "error"
+    """A row breaking the example contract: ``error`` stops naming file, row, id and field; ``skip`` drops
+    it and lists it in the manifest."""
     dedup: bool = True
+    """Drop duplicate rows (same normalised problem and image pixels) within and across sources; train rows
+    equal to a test row too."""
     val_fraction: float = 0.0
+    """Move this fraction of train rows (chosen by a hash of the id) to test; 0: keep the sources' splits."""
     system_prompt: str = (
         "You are a helpful assistant. First think step by step inside <think></think>, "
         "then give the final answer inside <answer></answer>."
     )
+    """System turn of every prompt: asks for ``<think>...</think><answer>...</answer>``."""
     prompt_template: str = "{problem}"
+    """User turn text; ``{problem}`` is replaced by the row's problem."""
     max_prompt_length: int = 1024
+    """Prompts longer than this many tokens (images included) are refused at rollout."""
     image_max_pixels: int = 1_003_520
+    """Images are downscaled to at most this many pixels before the processor sees them."""
 
 
 # --------------------------------------------------------------------------- rollout
 @dataclass
 class VLLMConfig:
     gpu_memory_utilization: float = 0.6
+    """Fraction of GPU memory vLLM may take (weights + KV cache)."""
     tensor_parallel_size: int = 1
+    """GPUs one vLLM engine spans."""
     enforce_eager: bool = False
+    """Disable CUDA graphs (slower decoding, faster start-up, less memory)."""
     max_model_len: int = 4096
+    """Longest prompt + response vLLM plans for."""
 
 
 @dataclass
 class RolloutConfig:
-    engine: str = "hf"  # hf | vllm
-    n: int = 8  # G rollouts per prompt
+    engine: Literal["hf", "vllm"] = "hf"
+    """Generation engine: ``hf`` (transformers ``generate``, CPU or GPU) or ``vllm`` (the ``gpu`` extra)."""
+    n: int = 8
+    """G: responses sampled per prompt (the group)."""
     temperature: float = 1.0
+    """Sampling temperature; log-probs are computed at the same temperature (0: greedy, log-probs at 1)."""
     top_p: float = 1.0
+    """Nucleus sampling threshold (1: off)."""
     top_k: int = 0
+    """Top-k sampling (0: off)."""
     max_new_tokens: int = 1024
-    batch_size: int = 64  # prompts decoded together
+    """Response length limit; a response that hits it is ``truncated``."""
+    batch_size: int = 64
+    """Prompts decoded together."""
     vllm: VLLMConfig = field(default_factory=VLLMConfig)
+    """vLLM engine settings (``engine: vllm``)."""
 
 
 # --------------------------------------------------------------------------- algorithm
@@ -123,12 +176,19 @@ class RescueConfig:
     """All-negative rescue (docs/method.md §5)."""
 
     enable: bool = True
+    """All-negative rescue: groups without a positive learn from a pseudo-anchor (docs/method.md §5)."""
     delta: float = 0.1
-    normalize: bool = True  # true: z-score pseudo-rewards (reference; delta cancels)
-    logprob_norm: str = "sum"  # sum | mean: pseudo-anchor score
+    """Pseudo-reward size: +delta for the pseudo-anchor, -delta / K' for each pseudo-negative."""
+    normalize: bool = True
+    """z-score the pseudo-rewards like real rewards (the reference; delta cancels); false: they are the
+    advantages."""
+    logprob_norm: Literal["sum", "mean"] = "sum"
+    """Pseudo-anchor score: ``sum`` (sequence log-prob) or ``mean`` (per token)."""
     # authors: first pick farthest from the pseudo-anchor t, then distances to the picked negatives
     # only (the reference code); pseudo_anchor: t counts as picked throughout (earlier project choice)
-    seeding: str = "authors"  # authors | pseudo_anchor
+    seeding: Literal["authors", "pseudo_anchor"] = "authors"
+    """Pseudo-negative picks: ``authors`` (first the failure farthest from the pseudo-anchor, then
+    farthest-first among the picks) or ``pseudo_anchor`` (the pseudo-anchor counts as picked)."""
 
 
 @dataclass
@@ -136,11 +196,20 @@ class RGRConfig:
     """Reflection-Guided Resampling (docs/method.md §6)."""
 
     enable: bool = True
-    template: str = "structured"  # structured | sentence | none (promptless-resampling control)
-    train_on: str = "continuation"  # continuation | repaired_response
+    """Reflection-Guided Resampling: repair the nearest hard negative once per mixed group (docs/method.md
+    §6)."""
+    template: Literal["structured", "sentence", "none"] = "structured"
+    """Repair cue: ``structured`` (a ``<repair>`` block), ``sentence``, or ``none`` (the
+    promptless-resampling control)."""
+    train_on: Literal["continuation", "repaired_response"] = "continuation"
+    """What an RGR row trains: ``continuation`` (prompt + new continuation) or ``repaired_response`` (with
+    the copied and cue tokens masked)."""
     temperature: float = 0.6
+    """Sampling temperature of the repair decode."""
     top_p: float = 0.95
+    """Nucleus threshold of the repair decode."""
     max_tokens: int = 512
+    """New tokens of the repair decode."""
 
 
 @dataclass
@@ -148,24 +217,41 @@ class RegionConfig:
     """Region-weighted token advantages (docs/method.md §7)."""
 
     enable: bool = True
+    """Region-weighted token advantages (docs/method.md §7); false: the sequence advantage on every token."""
     tau_pos: float = 0.005
-    include_tags: bool = False  # false: spans are the content between the tags (authors); true: tags too
-    no_answer: str = "whole"  # whole: no answer span -> every token is answer (authors) | outside_think
-    pseudo_anchor_think: bool = False  # false: the rescue pseudo-anchor's think weighs 0; true: tau_pos
+    """Think-span weight of positives (the answer span weighs 1, negatives' think 0)."""
+    include_tags: bool = False
+    """Spans include the ``<think>``/``<answer>`` tag tokens; false: the content between the tags (the
+    authors)."""
+    no_answer: Literal["whole", "outside_think"] = "whole"
+    """A response without an answer span: ``whole`` (every token is answer, the authors) or
+    ``outside_think``."""
+    pseudo_anchor_think: bool = False
+    """Give the rescue pseudo-anchor's think span tau_pos; false: weight 0 (it is no true positive)."""
 
 
 @dataclass
 class CareConfig:
     K: int = 4
+    """Hard negatives per subgroup."""
     M: int = 6
+    """Nearest-failure pool the negatives are picked from (>= K)."""
     s: float = 0.5
-    s_refl: float | None = None  # None: s / 2
+    """Negative scale: a negative's advantage is -s * |z|."""
+    s_refl: float | None = None
+    """Scale of a failed RGR sample; null: s / 2."""
     eps: float = 1e-6
+    """Added to the subgroup's reward std in the z-score."""
     equalize: bool = True
-    positive_rule: str = "accuracy"  # accuracy (accuracy == 1) | reward (reward > 0, reference code)
+    """Multiply the subgroup's advantages by sqrt(K / K') when fewer than K negatives exist."""
+    positive_rule: Literal["accuracy", "reward"] = "accuracy"
+    """Positive: ``accuracy`` == 1 (the paper) or ``reward`` > 0 (the reference code)."""
     rescue: RescueConfig = field(default_factory=RescueConfig)
+    """All-negative rescue (docs/method.md §5)."""
     rgr: RGRConfig = field(default_factory=RGRConfig)
+    """Reflection-Guided Resampling (docs/method.md §6)."""
     region: RegionConfig = field(default_factory=RegionConfig)
+    """Region-weighted token advantages (docs/method.md §7)."""
 
     @property
     def reflection_scale(self) -> float:
@@ -175,8 +261,10 @@ class CareConfig:
 
 @dataclass
 class GRPOConfig:
-    std: str = "unbiased"  # unbiased (EasyR1/verl torch.std) | population
+    std: Literal["unbiased", "population"] = "unbiased"
+    """Group std: ``unbiased`` (n - 1, as EasyR1 / verl) or ``population`` (n)."""
     eps: float = 1e-6
+    """Added to the group std."""
 
 
 @dataclass
@@ -184,50 +272,76 @@ class DynamicSamplingConfig:
     """DAPO dynamic sampling: drop all-correct / all-wrong groups and refill."""
 
     enable: bool = False
+    """DAPO dynamic sampling: keep only groups with mixed accuracies and sample more prompts to refill."""
     max_tries: int = 3
+    """Sampling draws before the round fails with the counts."""
 
 
 @dataclass
 class AlgorithmConfig:
-    name: str = "care"  # a registered algorithm: grpo | dr_grpo | care (care_core.algorithms.registry)
+    name: str = "care"
+    """The advantage estimator: a registered algorithm (``grpo``, ``dr_grpo``, ``care``;
+    ``care_core/algorithms/registry.py``)."""
     care: CareConfig = field(default_factory=CareConfig)
+    """CARE's parameters (docs/method.md §2-7)."""
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    """GRPO / Dr. GRPO parameters (docs/method.md §9)."""
     dynamic_sampling: DynamicSamplingConfig = field(default_factory=DynamicSamplingConfig)
-    params: dict[str, Any] = field(default_factory=dict)  # free-form, for algorithms registered elsewhere
+    """DAPO dynamic sampling, for any algorithm."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """Free-form parameters of an algorithm registered outside this project."""
 
 
 # --------------------------------------------------------------------------- reward / loss / optim
 @dataclass
 class RewardConfig:
-    format_weight: float = 0.1  # lam in r = (1 - lam) * accuracy + lam * format
-    fallback: str = "last_number"  # none | last_number | last_line: answer extraction fallback
+    format_weight: float = 0.1
+    """lam in r = (1 - lam) * accuracy + lam * format."""
+    fallback: Literal["none", "last_number", "last_line"] = "last_number"
+    """Answer extraction when there is no ``<answer>`` span or ``\\boxed{}``: ``none``, ``last_number`` or
+    ``last_line``."""
     math_verify_timeout_s: float = 3.0
+    """Time limit of one symbolic equivalence check (math-verify)."""
 
 
 @dataclass
 class KLConfig:
     enable: bool = True
-    type: str = "k3"  # k1 | k2 | k3
+    """KL penalty to the frozen reference model, added to the loss."""
+    type: Literal["k1", "k2", "k3"] = "k3"
+    """KL estimator: ``k1`` (log ratio), ``k2`` (squared / 2) or ``k3`` (low variance)."""
     beta: float = 0.01
+    """KL coefficient (0 turns the penalty off)."""
 
 
 @dataclass
 class LossConfig:
     eps_low: float = 0.2
+    """PPO clip below: the ratio is clipped at 1 - eps_low."""
     eps_high: float = 0.3
+    """PPO clip above: 1 + eps_high (clip-higher; DAPO uses 0.28)."""
     dual_clip: float | None = 3.0
-    agg: str = "token-mean"  # token-mean | seq-mean-token-mean | seq-mean-token-sum-norm
+    """Dual clip c for negative advantages: the loss is capped at -A * c; null: off."""
+    agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"] = "token-mean"
+    """Loss aggregation over tokens and sequences (docs/method.md §8)."""
     kl: KLConfig = field(default_factory=KLConfig)
+    """KL to the reference model."""
 
 
 @dataclass
 class OptimConfig:
     lr: float = 1e-6
+    """AdamW learning rate of the RL update."""
     weight_decay: float = 0.01
+    """AdamW weight decay."""
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    """AdamW betas."""
     grad_clip: float = 1.0
+    """Gradient-norm clip."""
     warmup_steps: int = 0
-    scheduler: str = "constant"  # constant | cosine | linear
+    """Linear warm-up steps of the RL learning rate."""
+    scheduler: Literal["constant", "cosine", "linear"] = "constant"
+    """Learning-rate schedule after the warm-up, over all rounds."""
 
 
 # --------------------------------------------------------------------------- training
@@ -236,76 +350,124 @@ class SFTConfig:
     """Cold-start supervised fine-tuning on the rows' ``solution``."""
 
     enable: bool = True
+    """Cold-start supervised fine-tuning on the rows' ``solution`` before the RL rounds."""
     epochs: float = 1.0
+    """SFT epochs (ignored when ``max_steps`` > 0)."""
     max_steps: int = -1
+    """SFT optimizer steps; -1: run ``epochs``."""
     lr: float = 1e-5
+    """SFT learning rate."""
     batch_size: int = 8
+    """SFT sequences per device step."""
     gradient_accumulation_steps: int = 1
+    """SFT micro-steps per optimizer step."""
     max_length: int = 1024
-    warmup_steps: int = 0  # linear LR warm-up (then linear decay), as transformers' TrainingArguments
+    """SFT sequences are cut to this many tokens."""
+    warmup_steps: int = 0
+    """Linear LR warm-up steps of SFT (then linear decay), as transformers' TrainingArguments."""
 
 
 @dataclass
 class DistributedConfig:
-    backend: str = "plain"  # plain | deepspeed
+    backend: Literal["plain", "deepspeed"] = "plain"
+    """Update backend: ``plain`` (one process) or ``deepspeed`` (ZeRO)."""
     zero_stage: int = 2
-    launcher: str = "torchrun"  # torchrun | deepspeed
+    """DeepSpeed ZeRO stage (1, 2 or 3)."""
+    launcher: Literal["torchrun", "deepspeed"] = "torchrun"
+    """How the DeepSpeed ranks start: ``torchrun`` or the ``deepspeed`` launcher."""
     nodes: int = 1
+    """Nodes of the update; > 1 runs it as a Kubeflow TrainJob (``care_core/trainjob.py``)."""
     procs_per_node: int = 1
+    """Ranks per node (default: one per GPU)."""
     bf16: bool = False
+    """DeepSpeed bf16 mixed precision."""
 
 
 @dataclass
 class TrainConfig:
     rounds: int = 3
+    """RL rounds of rollout -> advantage -> update (unrolled in the KFP pipeline at compile time)."""
     prompts_per_round: int = 512
-    mini_batch_size: int = 128  # prompts per optimizer step
-    micro_batch_size: int = 4  # sequences per forward/backward
+    """Prompts sampled per round (each gets G responses)."""
+    mini_batch_size: int = 128
+    """Prompts per optimizer step."""
+    micro_batch_size: int = 4
+    """Sequences per forward/backward pass (gradient accumulation fills the mini-batch)."""
     ppo_epochs: int = 1
-    recompute_old_logprobs: bool = False  # required when rollouts came from vLLM
+    """Passes over a round's rollouts."""
+    recompute_old_logprobs: bool = False
+    """Recompute the old log-probs with the training forward before the update (needed with vLLM rollouts)."""
     seed: int = 0
+    """Seed of prompt sampling, generation and shuffling (per round, independent of restarts)."""
     output_dir: str = ".care/runs"
-    resume: str = "auto"  # auto | never | <checkpoint path>
-    eval_every: int = 0  # rounds between periodic evals in `care train` (0: only at the end)
+    """Where ``care train`` keeps its run folders (checkpoints, summary)."""
+    resume: str = "auto"
+    """``care train``: ``auto`` (continue the run folder's last finished round), ``never``, or a checkpoint
+    path."""
+    eval_every: int = 0
+    """Rounds between evaluations in ``care train`` (0: only at the end)."""
     sft: SFTConfig = field(default_factory=SFTConfig)
+    """Cold-start SFT."""
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    """Multi-GPU / multi-node update (DeepSpeed ZeRO, Kubeflow TrainJob)."""
 
 
 # --------------------------------------------------------------------------- eval / tracking / storage
 @dataclass
 class BenchmarkConfig:
-    name: str = "synthetic"  # synthetic | mathvista | mathverse | mathvision | mmmu | mmmu_pro_standard | mmmu_pro_vision
+    name: str = "synthetic"
+    """``synthetic`` (the held-out generated tasks) or a benchmark: ``mathvista``, ``mathverse``,
+    ``mathvision``, ``mmmu``, ``mmmu_pro_standard``, ``mmmu_pro_vision``."""
     hub_id: str | None = None
+    """Hugging Face dataset id (default: the benchmark's own)."""
     path: str | None = None
+    """Local files in the hub's layout (the offline path)."""
     config_name: str | None = None
+    """Dataset configuration name."""
     split: str | None = None
+    """Split to evaluate (default: the benchmark's own)."""
     limit: int | None = None
+    """At most this many items; null: all."""
 
 
 @dataclass
 class EvalConfig:
     benchmarks: list[BenchmarkConfig] = field(default_factory=lambda: [BenchmarkConfig()])
+    """Benchmarks the evaluate stage scores (a list)."""
     temperature: float = 0.0
+    """Decoding temperature (0: greedy, single pass)."""
     top_p: float = 1.0
+    """Nucleus threshold of evaluation decoding."""
     max_new_tokens: int = 1024
+    """Response length limit in evaluation."""
     batch_size: int = 32
+    """Prompts decoded together in evaluation."""
     # official: each benchmark's own deterministic rule (leaderboard-comparable); strict: the
     # project's stricter rules (docs/benchmarks.md, "Scoring modes")
-    scoring: str = "official"
+    scoring: Literal["official", "strict"] = "official"
+    """``official``: each benchmark's own deterministic rule (leaderboard-comparable); ``strict``: the
+    project's stricter rules (docs/benchmarks.md)."""
 
 
 @dataclass
 class TrackingConfig:
     uri: str = "sqlite:///.care/mlflow.db"
+    """MLflow tracking URI: ``sqlite:///path.db``, a folder, or ``http(s)://`` server (credentials from the
+    environment, never here)."""
     experiment: str = "care"
+    """MLflow experiment name."""
     run_name: str | None = None
+    """MLflow run name (default: the recipe name); also names the ``care train`` run folder."""
 
 
 @dataclass
 class StorageConfig:
-    artifact_root: str = ".care/artifacts"  # local path or s3://bucket/prefix
+    artifact_root: str = ".care/artifacts"
+    """Where stage outputs go: a local folder or ``s3://bucket/prefix``."""
     retries: int = 5
+    """Retries of an S3 transfer (exponential backoff)."""
     multipart_threshold_mb: int = 64
+    """Files above this size are uploaded in parts."""
 
 
 @dataclass
@@ -313,16 +475,28 @@ class KubernetesConfig:
     """Platform settings applied by kfp-kubernetes when compiling the pipeline."""
 
     image: str = "ghcr.io/care-pipelines/care:0.1.0"
+    """Container image of the CPU steps."""
     gpu_image: str = "ghcr.io/care-pipelines/care-gpu:0.1.0"
+    """Container image of steps that get GPUs (with vLLM and DeepSpeed)."""
     accelerator_type: str = "nvidia.com/gpu"
-    gpus: dict[str, int] = field(default_factory=dict)  # stage -> GPU count (sft, rollout, update, evaluate)
+    """Resource name of the GPUs (``nvidia.com/gpu``)."""
+    gpus: dict[str, int] = field(default_factory=dict)
+    """GPUs per step: stage name (``sft``, ``rollout``, ``update``, ``evaluate``) -> count."""
     node_selector: dict[str, str] = field(default_factory=dict)
+    """Node labels every step requires."""
     tolerations: list[dict[str, str]] = field(default_factory=list)
+    """Tolerations added to every step (``key``, ``operator``, ``value``, ``effect``)."""
     s3_secret: str = "care-s3"
+    """Secret holding the S3 credentials (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
+    ``AWS_ENDPOINT_URL_S3``)."""
     mlflow_secret: str = "care-mlflow"
+    """Optional Secret holding ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``."""
     workspace_pvc: str | None = None
+    """Existing PVC mounted at /workspace for hot checkpoints; null: a per-run PVC is created and deleted."""
     workspace_size: str = "200Gi"
+    """Size of the per-run workspace PVC."""
     retries: int = 2
+    """Retries of a failed step (backoff 60 s, doubling)."""
 
 
 @dataclass
@@ -336,9 +510,14 @@ class RetrainConfig:
     """
 
     registered_model: str | None = None
-    start_from: str = "base"  # base | champion | <model URI>
-    min_improvement: float = 0.0  # promote when score >= champion's score + min_improvement
-    skip_if_unchanged: bool = True  # same data fingerprint and training recipe as the champion: skip
+    """MLflow registered model; set at compile time, it adds the retrain plan and the register + eval-gate
+    steps."""
+    start_from: str = "base"
+    """Warm start: ``base`` (the recipe's model), ``champion`` (the ``champion`` alias) or a model URI."""
+    min_improvement: float = 0.0
+    """Promote a new version when its score >= the champion's score + this."""
+    skip_if_unchanged: bool = True
+    """Skip the run when the data fingerprint and training recipe equal the champion's."""
 
 
 @dataclass
@@ -346,40 +525,50 @@ class Recipe:
     """The whole run configuration. ``name`` defaults to the recipe file's stem."""
 
     name: str = "care"
+    """Recipe name (default: the recipe file's stem); names the pipeline, the MLflow run and the run
+    folder."""
     model: ModelConfig = field(default_factory=ModelConfig)
+    """The policy model."""
     data: DataConfig = field(default_factory=DataConfig)
+    """Datasets and prompts."""
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    """Sampling of the G responses per prompt."""
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    """The advantage estimator and its switches (docs/method.md)."""
     reward: RewardConfig = field(default_factory=RewardConfig)
+    """The verifiable reward."""
     loss: LossConfig = field(default_factory=LossConfig)
+    """The policy loss (docs/method.md §8)."""
     optim: OptimConfig = field(default_factory=OptimConfig)
+    """The RL optimizer."""
     train: TrainConfig = field(default_factory=TrainConfig)
+    """Rounds, batch sizes, SFT, checkpoints and the distributed update."""
     eval: EvalConfig = field(default_factory=EvalConfig)
+    """The evaluation stage."""
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    """MLflow tracking."""
     storage: StorageConfig = field(default_factory=StorageConfig)
+    """Artifact storage (local or S3)."""
     kubernetes: KubernetesConfig = field(default_factory=KubernetesConfig)
+    """Platform settings applied when compiling the KFP pipeline."""
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    """Scheduled retraining with the MLflow Model Registry."""
 
 
-_CHOICES: dict[str, tuple[str, ...]] = {
-    "model.dtype": ("float32", "bfloat16", "float16"),
-    "data.bad_rows": ("error", "skip"),
-    "rollout.engine": ("hf", "vllm"),
-    "algorithm.care.positive_rule": ("accuracy", "reward"),
-    "algorithm.care.rescue.logprob_norm": ("sum", "mean"),
-    "algorithm.care.rescue.seeding": ("authors", "pseudo_anchor"),
-    "algorithm.care.region.no_answer": ("whole", "outside_think"),
-    "algorithm.care.rgr.template": ("structured", "sentence", "none"),
-    "algorithm.care.rgr.train_on": ("continuation", "repaired_response"),
-    "algorithm.grpo.std": ("unbiased", "population"),
-    "loss.kl.type": ("k1", "k2", "k3"),
-    "loss.agg": ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"),
-    "optim.scheduler": ("constant", "cosine", "linear"),
-    "train.distributed.backend": ("plain", "deepspeed"),
-    "train.distributed.launcher": ("torchrun", "deepspeed"),
-    "reward.fallback": ("none", "last_number", "last_line"),
-    "eval.scoring": ("official", "strict"),
-}
+def _literal_choices(cls: type, prefix: str = "") -> dict[str, tuple[Any, ...]]:
+    """``dotted key -> choices`` of every ``Literal[...]`` field of the tree (list items excluded)."""
+    hints = typing.get_type_hints(cls)
+    out: dict[str, tuple[Any, ...]] = {}
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            out.update(_literal_choices(hint, f"{prefix}{f.name}."))  # type: ignore[arg-type]
+        elif typing.get_origin(hint) is Literal:
+            out[f"{prefix}{f.name}"] = typing.get_args(hint)
+    return out
+
+
+_CHOICES = _literal_choices(Recipe)  # the Literal types next to the fields are the one list of choices
 
 
 def _get(recipe: Recipe, dotted: str) -> Any:
