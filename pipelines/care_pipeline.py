@@ -11,6 +11,10 @@ name a subset (the round chain needs all of rollout, advantage and update).
 Platform settings (kfp-kubernetes) come from ``recipe.kubernetes``: GPU type/count on sft, rollout,
 update and evaluate, node selectors, tolerations, S3 and MLflow credentials from Secrets as env, a
 run workspace PVC for hot checkpoints, caching off for the RL stages, retries with backoff.
+
+Scheduled retraining (``recipe.retrain.registered_model`` set at compile time, README: Scheduled
+retraining): ``retrain plan`` follows ingest; the rest runs under ``dsl.If(plan == "train")`` with
+SFT warm-started from the plan's ``start`` model, and ``register + gate`` follows evaluate.
 """
 
 from __future__ import annotations

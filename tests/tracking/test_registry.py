@@ -230,3 +230,38 @@ def test_care_compare_reads_champion_and_challenger(mlflow_server, tmp_path, cap
     assert "challenger v2 vs champion v1" in capsys.readouterr().out
     with pytest.raises(CompareError, match="no such registered model"):
         compare_registered(mlflow_server, "nope", tmp_path, quiet=True)
+
+
+def test_register_stage_promotes_over_the_champion(mlflow_server, tmp_path):
+    """run_register with the gate forced open (min_improvement -1) and shut (+2) on top of a champion."""
+    from care_core.data.fingerprint import write_fingerprint
+    from care_core.stages.register import run_register
+
+    def recipe(min_improvement: float):
+        return load_recipe("recipes/tiny-care.yaml", [
+            "retrain.registered_model=gate-unit", f"retrain.min_improvement={min_improvement}",
+            "eval.benchmarks=[{name: synthetic, limit: 4}]", f"tracking.uri={mlflow_server}", "tracking.experiment=gate-unit",
+        ])  # fmt: skip
+
+    tracker = Tracker.from_recipe(recipe(0.0))
+    (tmp_path / "data").mkdir()
+    write_fingerprint(tmp_path / "data", {"digest": "d" * 64, "rows": 3, "sources": []})
+    results = []
+    for i, accuracy in enumerate((0.5, 0.25, 0.75)):
+        run = tracker.client.create_run(tracker.experiment_id, tags={"kfp.run_id": f"kfp-{i}", "parent.version": str(i) if i else ""})
+        (tmp_path / f"eval{i}").mkdir()
+        (tmp_path / f"eval{i}" / "results.json").write_text(json.dumps({"metrics": {"eval/synthetic/accuracy": accuracy}}))
+        model = _model_folder(tmp_path / f"model{i}", f"m{i}")
+        gate = (0.0, -1.0, 2.0)[i]  # first: no champion; second: forced open (0.25 >= 0.5 - 1); third: forced shut
+        results.append(run_register(recipe(gate), model, tmp_path / f"eval{i}", tmp_path / "data", tmp_path / f"d{i}.md",
+                                    kfp_run_id=f"kfp-{i}"))  # fmt: skip
+        assert results[-1]["source"] == f"runs:/{run.info.run_id}/model"
+    assert [r["decision"] for r in results] == ["champion", "champion", "challenger"]
+    assert results[1]["reason"] == "score 0.2500 >= champion v1 0.5000 + min_improvement -1 = -0.5000"
+    assert results[2]["reason"] == "score 0.7500 < champion v2 0.2500 + min_improvement 2 = 2.2500"
+    state = registry_state(tracker, "gate-unit")
+    assert state["aliases"] == {"champion": "2", "challenger": "3"}
+    v2 = state["versions"][1]["tags"]
+    assert (v2["gate.decision"], v2["eval.score"], v2["parent.version"], v2["data.fingerprint"]) == ("champion", "0.25", "1", "d" * 64)
+    assert v2["eval/synthetic/accuracy"] == "0.25" and v2["recipe.train_hash"] == training_hash(recipe(-1.0))
+    assert "v2 is **champion**" in (tmp_path / "d1.md").read_text() and "| champion before | 1 | 0.5000 |" in (tmp_path / "d1.md").read_text()
