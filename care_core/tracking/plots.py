@@ -2,33 +2,29 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-# curve title -> regex on metric names; first match wins, stage prefixes tried in this order
+# curve title -> metric name (the vocabulary of docs/interfaces.md §5)
 CURVES: dict[str, str] = {
-    "reward": r"(^|/)reward(_mean|/mean)?$",
-    "accuracy": r"(^|/)acc(uracy)?(_mean|/mean)?$",
-    "KL": r"(^|/)kl(_mean|/mean)?$",
-    "response length": r"(^|/)(response_length|completions/mean_length|mean_length|length)(_mean|/mean)?$",
+    "reward": "reward/mean",
+    "accuracy": "accuracy/mean",
+    "KL": "actor/kl",
+    "response length": "response_length/mean",
 }
-STAGE_ORDER = ("rollout/", "update/", "advantage/", "evaluate/", "")
 
 History = Mapping[str, Sequence[tuple[int, float]]]  # metric name -> [(step, value)]
 
 
 def select_curve_metrics(names: Iterable[str]) -> dict[str, str]:
-    """Map each curve title to the metric that represents it (rollout metrics preferred)."""
+    """Map each curve title to the metric that holds it: the name itself, else the shortest name
+    ending in ``/<name>`` (a history whose keys carry an extra prefix, as bench/efficacy.py writes)."""
     names = sorted(set(names))
     chosen: dict[str, str] = {}
-    for title, pattern in CURVES.items():
-        regex = re.compile(pattern, re.IGNORECASE)
-        for prefix in STAGE_ORDER:
-            hits = [n for n in names if n.startswith(prefix) and regex.search(n)]
-            if hits:
-                chosen[title] = min(hits, key=len)
-                break
+    for title, metric in CURVES.items():
+        hits = [n for n in names if n == metric or n.endswith("/" + metric)]
+        if hits:
+            chosen[title] = min(hits, key=len)
     return chosen
 
 

@@ -20,8 +20,8 @@ def _log_run(uri: str, experiment: str, algo: str, evals: dict[str, float], rewa
     tracker.start_run(recipe)
     for step, reward in enumerate(rewards, start=1):
         tracker.log_metrics(
-            {"rollout/reward_mean": reward, "rollout/accuracy_mean": reward * 0.9, "update/kl": 0.01 * step,
-             "rollout/response_length_mean": 40.0 + step},
+            {"reward/mean": reward, "accuracy/mean": reward * 0.9, "actor/kl": 0.01 * step,
+             "response_length/mean": 40.0 + step},
             step=step,
         )  # fmt: skip
     metrics = {f"eval/{b}/accuracy": v for b, v in evals.items()}
@@ -33,13 +33,15 @@ def _log_run(uri: str, experiment: str, algo: str, evals: dict[str, float], rewa
 
 
 def test_select_curve_metrics():
-    names = ["rollout/reward_mean", "rollout/accuracy_mean", "update/kl", "rollout/response_length_mean", "eval/x/accuracy", "sft/loss"]
+    names = ["reward/mean", "accuracy/mean", "actor/kl", "actor/kl_loss", "response_length/mean", "eval/x/accuracy"]
     assert select_curve_metrics(names) == {
-        "reward": "rollout/reward_mean",
-        "accuracy": "rollout/accuracy_mean",
-        "KL": "update/kl",
-        "response length": "rollout/response_length_mean",
+        "reward": "reward/mean",
+        "accuracy": "accuracy/mean",
+        "KL": "actor/kl",
+        "response length": "response_length/mean",
     }
+    prefixed = ["rollout/reward/mean", "x/rollout/reward/mean", "update/actor/kl", "sft/train_loss"]
+    assert select_curve_metrics(prefixed) == {"reward": "rollout/reward/mean", "KL": "update/actor/kl"}
 
 
 def test_comparison_rows_hand_computed():
