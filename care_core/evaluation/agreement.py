@@ -2,13 +2,15 @@
 
 The benchmark repositories publish model outputs scored by their own code: MathVista's
 ``results/*/output_*.json`` (``response``, the GPT ``extraction``, ``true_false``), MMMU-Pro's
-``mmmu-pro/output/*.jsonl`` (``response``, ``options``, the parsed ``pred_indexs``) and MMMU's
+``mmmu-pro/output/*.jsonl`` (``response``, ``options``, the parsed ``pred_indexs``), MATH-V's
+``outputs/**/*.jsonl`` (``response``, ``model_answer``, ``correct``; golds in ``data/test.jsonl``) and MMMU's
 ``mmmu/example_outputs/<model>/<Subject>/output.json`` with ``total_val_output.json`` (the parsed
 predictions). Download them yourself (nothing here reaches the network) and run::
 
     python -m care_core.evaluation.agreement mathvista results/*/output_*.json
     python -m care_core.evaluation.agreement mmmu_pro mmmu-pro/output/*.jsonl
     python -m care_core.evaluation.agreement mmmu mmmu/example_outputs/qwen_vl
+    python -m care_core.evaluation.agreement mathvision data/test.jsonl outputs/*/*/*.jsonl
 
 Items where the official script guessed a random option are left out of the MMMU counts (the
 guess cannot be compared). Numbers measured with these files are in docs/benchmarks.md.
@@ -112,12 +114,38 @@ def mmmu_agreement(folders: list[Path]) -> dict[str, Any]:
             "open_agree": open_ok}
 
 
+def mathvision_agreement(paths: list[Path]) -> dict[str, Any]:
+    """``paths[0]``: MATH-V's ``data/test.jsonl`` (golds); the rest: output files. Our official
+    extraction vs ``model_answer`` and our official verdict vs ``correct``."""
+    gold = {}
+    for line in Path(paths[0]).read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            record = json.loads(line)
+            gold[record["id"]] = record
+    n = extraction_ok = verdict_ok = 0
+    for file in paths[1:]:
+        for line in Path(file).read_text(encoding="utf-8").splitlines():
+            r = json.loads(line) if line.strip() else {}
+            if not isinstance(r.get("response"), str) or "correct" not in r or r.get("id") not in gold:
+                continue
+            g = gold[r["id"]]
+            answer = str(g["answer"])
+            value = g["options"][ord(answer) - ord("A")] if g["options"] else ""
+            ours = official.mathvision_extract(r["response"])
+            n += 1
+            extraction_ok += ours == r.get("model_answer")
+            verdict_ok += (official.mathvision_equal(ours, answer) or official.mathvision_equal(ours, value)) == bool(
+                r["correct"])
+    return {"n": n, "extraction": extraction_ok, "verdict": verdict_ok}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("benchmark", choices=["mathvista", "mmmu_pro", "mmmu"])
+    parser.add_argument("benchmark", choices=["mathvista", "mathvision", "mmmu_pro", "mmmu"])
     parser.add_argument("paths", nargs="+", type=Path)
     args = parser.parse_args(argv)
-    fn = {"mathvista": mathvista_agreement, "mmmu_pro": mmmu_pro_agreement, "mmmu": mmmu_agreement}[args.benchmark]
+    fn = {"mathvista": mathvista_agreement, "mathvision": mathvision_agreement, "mmmu_pro": mmmu_pro_agreement,
+          "mmmu": mmmu_agreement}[args.benchmark]
     result = fn(args.paths)
     print(json.dumps(result, indent=1))
     return result

@@ -257,7 +257,8 @@ def judge_mathvision(response: str, item: dict[str, Any], scoring: str = "offici
     choices = _choices(item)
     answer = str(item["answer"])
     if check_scoring(scoring) == "official":
-        pred = official.mathvision_extract(answer_region(response))
+        content = _answer_content(response)  # the script reads boxes itself: give it the text, not the box
+        pred = official.mathvision_extract(content if content is not None else response)
         truth = truth_letter(answer, choices) if choices else None
         value = choices[LETTERS.index(truth)] if truth is not None else ""
         return official.mathvision_equal(pred, answer) or official.mathvision_equal(pred, value)

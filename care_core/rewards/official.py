@@ -34,7 +34,7 @@ import re
 from typing import Any
 
 from care_core.rewards.guard import call_with_timeout
-from care_core.rewards.verifiers import LETTERS, number_readings
+from care_core.rewards.verifiers import LETTERS
 
 # --------------------------------------------------------------------------- shared
 _PUNCT = (",", ".", "!", "?", ";", ":", "'")
@@ -98,12 +98,24 @@ def mathvista_normalize(extraction: str | None, choices: list[str], question_typ
 
 
 # --------------------------------------------------------------------------- MATH-Vision
+_LATEX_COMMAND_RE = re.compile(r"\\[a-zA-Z]+")
+_NOT_EVALUABLE_RE = re.compile(r"[%\u2212\u00b0\u03c0\u221a]|\\!|\\(?:mathrm|text|mbox|operatorname|mathbf|circ|degree)\b")
+
+
 def _latex_value(text: str, timeout_s: float = 3.0) -> float | None:
-    """The numeric value of a plain or LaTeX expression (``\\frac{1}{2}``, ``2\\sqrt{3}``), or None."""
-    readings = number_readings(text)
-    if readings:
-        return readings[0]
-    if not text or len(text) > 200:
+    """The numeric value of a plain number or a LaTeX expression (``\\frac{1}{2}``, ``2\\sqrt{3}``), or None.
+
+    As strict as MATH-V's ``latex2sympy`` + ``eval``: units, ``\\text{}``, a Unicode minus or any free
+    letter (other than ``e``) make the expression unevaluable; ``$`` delimiters are ignored and a
+    ratio ``1:4:9`` reads as divisions, as there.
+    """
+    text = text.replace("$", "").replace(":", "/").strip()
+    plain = _float_or_none(text)
+    if plain is not None:
+        return plain
+    if not text or len(text) > 200 or _NOT_EVALUABLE_RE.search(text):
+        return None
+    if set(re.findall(r"[a-zA-Z]", _LATEX_COMMAND_RE.sub("", text))) - {"e"}:
         return None
 
     def evaluate() -> float | None:

@@ -211,7 +211,7 @@ def test_guard_bounds_math_verify_in_a_worker_thread() -> None:
     thread.join(60)
     assert not thread.is_alive()
     assert results["slow"] is False
-    assert results["slow_s"] < 10.0  # 1 s limit + one-off start of the worker process (~2 s)
+    assert results["slow_s"] < 25.0  # 1 s limit + the one-off worker spawn (slow on a loaded box); unguarded > 30 s
     assert results["fast"] is True
 
 

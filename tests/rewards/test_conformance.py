@@ -182,7 +182,9 @@ MATHVISION = [
     ("unit in text: official keeps it", "\\boxed{12 \\text{ cm}}", v("12"), False, True),
     ("degrees", "\\boxed{30^\\circ}", v("30"), True, True),
     ("negative", "\\boxed{-1}", v("-1"), True, True),
-    ("unicode minus", "\\boxed{\u22121}", v("-1"), True, True),
+    ("unicode minus: latex2sympy cannot read it", "\\boxed{\u22121}", v("-1"), False, True),
+    ("units in the gold option text: official cannot evaluate", "\\boxed{8 kg}",
+     item("B", "choice", ["$4 \\mathrm{~kg}$", "$8 \\mathrm{~kg}$"], id_="mathvision/3"), False, True),
     ("untagged is-number", "The answer is 5.", v("5"), True, True),
     ("small value tolerance", "\\boxed{2.004}", v("2"), True, False),
     ("scientific notation", A("1.0e1"), v("10"), True, True),
@@ -309,3 +311,28 @@ def test_official_guess_is_reproducible_and_spread() -> None:
     draws = [seeded_guess(f"mmmu/validation_X_{i}", letters) for i in range(400)]
     assert draws == [seeded_guess(f"mmmu/validation_X_{i}", letters) for i in range(400)]
     assert all(60 < draws.count(letter) < 140 for letter in letters)  # about 100 each
+
+
+# --------------------------------------------------------------------------- ChartQA (RL reward)
+CHARTQA = [  # (label, response, gold, answer_type, accuracy): relaxed accuracy, 5 % on numbers
+    ("untagged yes", "Yes", "Yes", "text", 1.0),
+    ("untagged colour", "The tallest bar is light blue", "light blue", "text", 1.0),
+    ("tagged colour, other case", A("Light Blue"), "light blue", "text", 1.0),
+    ("wrong text", A("dark blue"), "light blue", "text", 0.0),
+    ("within 5 %", A("104"), "100", "integer", 1.0),
+    ("outside 5 %", A("106"), "100", "integer", 0.0),
+    ("percent sign", A("12%"), "12", "float", 1.0),
+    ("percent as a fraction", A("0.12"), "12%", "float", 1.0),
+    ("untagged number in a sentence", "so the value is about 96", "100", "integer", 1.0),
+    ("thousands separator", A("1,020"), "1000", "integer", 1.0),
+    ("zero gold needs zero", A("0.01"), "0", "integer", 0.0),
+    ("last phrase wins", "The answer is 50. Wait, the answer is 100.", "100", "integer", 1.0),
+]
+
+
+@pytest.mark.parametrize(("label", "response", "gold", "answer_type", "accuracy"), CHARTQA,
+                         ids=[c[0] for c in CHARTQA])
+def test_chartqa_reward(label: str, response: str, gold: str, answer_type: str, accuracy: float) -> None:
+    from care_core.rewards import score_response
+
+    assert score_response(response, gold, answer_type, data_source="chartqa")["accuracy"] == accuracy
