@@ -165,10 +165,14 @@ from care_core.config import build_recipe
 from care_core.stages.evaluate import run_evaluate
 recipe = build_recipe({"data": {"synthetic": {"n_train": 10, "n_test": 12, "difficulty": [1]}},
                        "eval": {"benchmarks": [{"name": "synthetic"}], "batch_size": 2}})
-def slow_gold(rows):
-    time.sleep(0.4)
+calls = []
+def gold_then_hang(rows):
+    calls.append(len(rows))
+    if len(calls) == 3:  # two batches (4 items) are logged: wait here for the SIGKILL
+        while True:
+            time.sleep(1)
     return [f"<think>x</think><answer>{r['answer']}</answer>" for r in rows]
-run_evaluate(recipe, "injected", sys.argv[1], generate_fn=slow_gold)
+run_evaluate(recipe, "injected", sys.argv[1], generate_fn=gold_then_hang)
 """
 
 
@@ -176,13 +180,14 @@ def test_sigkilled_eval_continues_where_it_stopped(tmp_path: Path) -> None:
     out = tmp_path / "eval"
     predictions = out / "synthetic" / "predictions.jsonl"
     proc = subprocess.Popen([sys.executable, "-c", _KILL_SCRIPT, str(out)], cwd=REPO)
-    deadline = time.time() + 60
+    deadline = time.time() + 300  # generous: the child blocks after 4 items, so no timing race
     while time.time() < deadline and (not predictions.is_file() or predictions.read_text().count("\n") < 4):
+        assert proc.poll() is None, "the evaluation child exited early"
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     done_before = len(PredictionLog(predictions).load())
-    assert 4 <= done_before < 12, "the kill must land mid-evaluation"
+    assert done_before == 4, "the kill lands mid-evaluation, after the two logged batches"
     assert not (out / "results.json").exists()
     rest = Recorder(gold_response)
     result = run_evaluate(
