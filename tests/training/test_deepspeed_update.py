@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_rows
+from train_helpers import make_rows
 
 from care_core.config import build_recipe
 from care_core.models import load_policy

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_rows
+from train_helpers import make_rows
 
 from care_core.config import build_recipe
 from care_core.models import load_policy
