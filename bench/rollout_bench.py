@@ -7,6 +7,7 @@ reports the HF engine against plain ``model.generate`` (no per-token log-probs) 
 engine's log-prob bookkeeping costs.
 
     .venv/bin/python bench/rollout_bench.py [--preset tiny] [--prompts 8] [--n 8] [--max-new-tokens 64]
+    .venv-vllm/bin/python bench/rollout_bench.py ...   # with vLLM (CPU build, make venv-vllm)
 """
 
 from __future__ import annotations
@@ -87,7 +88,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     else:
         from care_core.rollout.vllm_engine import VLLMEngine
 
-        vllm_engine = VLLMEngine(path, processor, recipe.rollout.vllm, dtype="float32", seed=0)
+        cfg = recipe.rollout.vllm
+        cfg.max_model_len = 1024  # prompts + 64 tokens fit; a small KV cache / encoder profile on CPU
+        vllm_engine = VLLMEngine(path, processor, cfg, dtype="float32", seed=0)
         vllm_engine.generate(requests[:1], SamplingSettings(n=2, max_new_tokens=8))
 
         def vllm_run() -> int:
@@ -96,8 +99,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         v_times, v_tokens = timed(vllm_run, args.repeats)
         v_tps = v_tokens / median(v_times)
+        print(f"vLLM engine: {v_tokens} tokens in {median(v_times):.2f} s (engine start {vllm_engine.start_seconds:.1f} s)")
         print(ratio_line("vLLM tok/s", v_tps, "HF engine", hf_tps, higher_is_better=True))
-        numbers["vllm_tok_s"] = v_tps
+        numbers.update(vllm_tok_s=v_tps, vllm_tokens=v_tokens, vllm_start_s=vllm_engine.start_seconds, vllm_over_hf=v_tps / hf_tps)
+        vllm_engine.close()
     if args.json:
         Path(args.json).write_text(json.dumps(numbers, indent=2))
     return numbers

