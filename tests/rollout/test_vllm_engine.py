@@ -63,3 +63,61 @@ def test_engine_import_is_lazy():
 
     with pytest.raises(ImportError, match="vllm"):
         VLLMEngine("x", SimpleNamespace(tokenizer=None), VLLMConfig())
+
+
+def test_sampling_kwargs_stop_ids():
+    kw = sampling_kwargs(SamplingSettings(n=1, temperature=0.0), stop_ids=[9, 3])
+    assert kw["stop_token_ids"] == [3, 9]
+    assert "stop_token_ids" not in sampling_kwargs(SamplingSettings())
+
+
+def test_cpu_env_defaults_fill_only_unset(monkeypatch):
+    from care_core.rollout import vllm_engine
+
+    monkeypatch.setattr(vllm_engine.torch.cuda, "is_available", lambda: False)
+    env = {"VLLM_CPU_KVCACHE_SPACE": "4"}
+    added = vllm_engine.apply_cpu_env_defaults(env)
+    assert env == {"VLLM_CPU_KVCACHE_SPACE": "4", "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
+    assert set(added) == {"VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_CPU_OMP_THREADS_BIND"}
+    monkeypatch.setattr(vllm_engine.torch.cuda, "is_available", lambda: True)
+    assert vllm_engine.apply_cpu_env_defaults({}) == {}
+
+
+def test_vllm_compat_hook_without_torchvision(micro_dir):
+    """What vLLM does on import (fresh interpreter, hook on): the torchvision image-processor module is
+    the PIL one, and ``Qwen2_5_VLProcessor.from_pretrained`` builds an image-only processor that
+    still turns an image into patches and placeholder tokens, and refuses videos."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(f"""
+        import care_core.vllm_compat as c
+        assert c.install()
+        from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor, smart_resize
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+        assert Qwen2VLImageProcessor is Qwen2VLImageProcessorPil and smart_resize(64, 64, factor=16) == (64, 64)
+        from PIL import Image
+        from transformers import Qwen2_5_VLProcessor
+        p = Qwen2_5_VLProcessor.from_pretrained({micro_dir!r})
+        assert isinstance(p.video_processor, c.NoVideoProcessor)
+        out = p(text=["<|vision_start|><|image_pad|><|vision_end|>hi"], images=[Image.new("RGB", (64, 64))], return_tensors="pt")
+        assert out["pixel_values"].shape[0] == 64 and int((out["input_ids"] == p.image_token_id).sum()) == 16
+        try:
+            p.video_processor([])
+        except RuntimeError as exc:
+            assert "video" in str(exc)
+        else:
+            raise AssertionError("videos accepted")
+        print("ok")
+    """)
+    if c_torchvision():
+        pytest.skip("torchvision installed: the hook stays off")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
+
+
+def c_torchvision() -> bool:
+    from care_core.vllm_compat import torchvision_importable
+
+    return torchvision_importable()
