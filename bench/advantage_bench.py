@@ -75,9 +75,17 @@ def make_table(prompts: int, n: int, dim: int, rgr: bool, seed: int = 0) -> pa.T
             "response_text": pa.array(["..."] * rows),
             "old_logprobs": _list(-rng.exponential(0.5, total).astype(np.float32), resp, pa.float32()),
             "loss_mask": _list(np.ones(total, np.int8), resp, pa.int8()),
-            "think_span": _list(np.stack([np.zeros(rows, np.int64), think_end], 1).ravel(), np.full(rows, 2), pa.int64()),
-            "answer_span": _list(np.stack([think_end + 2, resp], 1).ravel().clip(max=np.repeat(resp, 2)), np.full(rows, 2), pa.int64()),
-            "embedding": _list(emb.ravel(), np.where(source == "rgr", 0, dim), pa.float32()) if rgr else _list(emb.ravel(), np.full(rows, dim), pa.float32()),
+            "think_span": _list(
+                np.stack([np.zeros(rows, np.int64), think_end], 1).ravel(), np.full(rows, 2), pa.int64()
+            ),
+            "answer_span": _list(
+                np.stack([think_end + 2, resp], 1).ravel().clip(max=np.repeat(resp, 2)),
+                np.full(rows, 2),
+                pa.int64(),
+            ),
+            "embedding": _list(emb.ravel(), np.where(source == "rgr", 0, dim), pa.float32())
+            if rgr
+            else _list(emb.ravel(), np.full(rows, dim), pa.float32()),
             "reward": pa.array(0.9 * acc + 0.1 * fmt),
             "accuracy": pa.array(acc),
             "format": pa.array(fmt),
@@ -114,7 +122,10 @@ def main() -> None:
     rows = stage._read_rows(table, "bench", need_embeddings=True)
     layout = stage._layout(rows, "bench")
     batch = stage.build_group_batch(rows, layout, stage._rgr_columns(rows, layout, "bench"), "sum")
-    grpo, care = algorithm_spec(build_recipe({}, ["algorithm.name=grpo"]).algorithm), algorithm_spec(recipe.algorithm)
+    grpo, care = (
+        algorithm_spec(build_recipe({}, ["algorithm.name=grpo"]).algorithm),
+        algorithm_spec(recipe.algorithm),
+    )
 
     with torch.no_grad():
         t_grpo = timed(lambda: grpo.advantages(batch), args.repeat)
@@ -125,15 +136,23 @@ def main() -> None:
         pq.write_table(table, src)
         t_care_stage = timed(lambda: stage.run_advantage(recipe, src, Path(tmp) / "out.parquet"), args.repeat)
         grpo_recipe = build_recipe({}, ["algorithm.name=grpo"])
-        t_grpo_stage = timed(lambda: stage.run_advantage(grpo_recipe, src, Path(tmp) / "out.parquet"), args.repeat)
+        t_grpo_stage = timed(
+            lambda: stage.run_advantage(grpo_recipe, src, Path(tmp) / "out.parquet"), args.repeat
+        )
         size_mb = src.stat().st_size / 2**20
 
     print(f"batch: {args.prompts} prompts x {args.n} rollouts = {table.num_rows} rows, dim {args.dim}, "
           f"rollout Parquet {size_mb:.0f} MiB, torch threads {torch.get_num_threads()}, median of {args.repeat}")  # fmt: skip
     print(f"GRPO estimator (padded batch)         : {t_grpo * 1e3:9.2f} ms")
-    print(f"CARE estimator (padded batch)         : {t_care_est * 1e3:9.2f} ms   ratio vs GRPO estimator {t_care_est / t_grpo:8.1f}x")
-    print(f"CARE stage in memory (validate+pad+est): {t_care_mem * 1e3:9.2f} ms   ratio vs GRPO estimator {t_care_mem / t_grpo:8.1f}x")
-    print(f"CARE stage end to end (Parquet I/O)   : {t_care_stage * 1e3:9.2f} ms   ratio vs GRPO estimator {t_care_stage / t_grpo:8.1f}x")
+    print(
+        f"CARE estimator (padded batch)         : {t_care_est * 1e3:9.2f} ms   ratio vs GRPO estimator {t_care_est / t_grpo:8.1f}x"
+    )
+    print(
+        f"CARE stage in memory (validate+pad+est): {t_care_mem * 1e3:9.2f} ms   ratio vs GRPO estimator {t_care_mem / t_grpo:8.1f}x"
+    )
+    print(
+        f"CARE stage end to end (Parquet I/O)   : {t_care_stage * 1e3:9.2f} ms   ratio vs GRPO estimator {t_care_stage / t_grpo:8.1f}x"
+    )
     print(f"GRPO stage end to end (Parquet I/O)   : {t_grpo_stage * 1e3:9.2f} ms")
 
 

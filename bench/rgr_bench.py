@@ -34,7 +34,9 @@ def _pct(value: float | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default=None)
     parser.add_argument("--recipe", default="recipes/efficacy/care.yaml")
     parser.add_argument("--prompts", type=int, default=16)
@@ -51,11 +53,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from care_core.models import resolve_model_path
     from care_core.stages.rollout import run_rollout
 
-    recipe = load_recipe(REPO / args.recipe, [f"train.prompts_per_round={args.prompts}", f"rollout.n={args.g}"])
+    recipe = load_recipe(
+        REPO / args.recipe, [f"train.prompts_per_round={args.prompts}", f"rollout.n={args.g}"]
+    )
     default_sft = REPO / ".care" / "efficacy" / "sft"
-    model = args.model or (str(default_sft) if (default_sft / "config.json").is_file() else resolve_model_path(recipe.model))
-    print(f"   policy {model}; {args.prompts} prompts x G={args.g}, <= {recipe.rollout.max_new_tokens} tokens; "
-          f"RGR <= {recipe.algorithm.care.rgr.max_tokens} tokens, template {recipe.algorithm.care.rgr.template}")
+    model = args.model or (
+        str(default_sft) if (default_sft / "config.json").is_file() else resolve_model_path(recipe.model)
+    )
+    print(
+        f"   policy {model}; {args.prompts} prompts x G={args.g}, <= {recipe.rollout.max_new_tokens} tokens; "
+        f"RGR <= {recipe.algorithm.care.rgr.max_tokens} tokens, template {recipe.algorithm.care.rgr.template}"
+    )
     work = Path(tempfile.mkdtemp(prefix="care-rgr-bench-"))
     data = REPO / ".care" / "efficacy" / "data"
     if not (data / "train.parquet").is_file():
@@ -74,21 +82,37 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             extra = sum(sum(r["loss_mask"]) for r in rgr_rows)
             main_tokens = sum(len(r["response_ids"]) for r in table if r["source"] != "rgr")
             if repeat:
-                runs[mode].append({"seconds": seconds, "rgr_tokens": float(extra), "tokens": float(main_tokens),
-                                   "attempts": stats.get("rgr/attempts", 0.0), "successes": stats.get("rgr/successes", 0.0)})
+                runs[mode].append(
+                    {
+                        "seconds": seconds,
+                        "rgr_tokens": float(extra),
+                        "tokens": float(main_tokens),
+                        "attempts": stats.get("rgr/attempts", 0.0),
+                        "successes": stats.get("rgr/successes", 0.0),
+                    }
+                )
     med = {mode: {k: statistics.median(x[k] for x in rs) for k in rs[0]} for mode, rs in runs.items()}
     on, off = med["on"], med["off"]
     attempts = sum(x["attempts"] for x in runs["on"])
     successes = sum(x["successes"] for x in runs["on"])
-    numbers = {**info, "model": model, "on": on, "off": off,
-               "extra_tokens_per_step": on["rgr_tokens"], "extra_seconds_per_step": on["seconds"] - off["seconds"],
-               "token_ratio": on["rgr_tokens"] / off["tokens"], "time_ratio": on["seconds"] / off["seconds"],
-               "success_rate": successes / attempts if attempts else None}
+    numbers = {
+        **info,
+        "model": model,
+        "on": on,
+        "off": off,
+        "extra_tokens_per_step": on["rgr_tokens"],
+        "extra_seconds_per_step": on["seconds"] - off["seconds"],
+        "token_ratio": on["rgr_tokens"] / off["tokens"],
+        "time_ratio": on["seconds"] / off["seconds"],
+        "success_rate": successes / attempts if attempts else None,
+    }
     print(f"baseline rollout without RGR: {off['seconds']:.2f} s, {off['tokens']:.0f} tokens per step")
-    print(f"with RGR: {on['seconds']:.2f} s; {on['attempts']:.0f} repairs/step, {on['rgr_tokens']:.0f} extra decode tokens/step "
-          f"(+{100 * numbers['token_ratio']:.1f}% tokens), +{numbers['extra_seconds_per_step']:.2f} s/step "
-          f"-> RATIO rollout time with/without RGR {numbers['time_ratio']:.2f}x; repair success "
-          f"{_pct(numbers['success_rate'])}")
+    print(
+        f"with RGR: {on['seconds']:.2f} s; {on['attempts']:.0f} repairs/step, {on['rgr_tokens']:.0f} extra decode tokens/step "
+        f"(+{100 * numbers['token_ratio']:.1f}% tokens), +{numbers['extra_seconds_per_step']:.2f} s/step "
+        f"-> RATIO rollout time with/without RGR {numbers['time_ratio']:.2f}x; repair success "
+        f"{_pct(numbers['success_rate'])}"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(numbers, indent=2))
     return numbers

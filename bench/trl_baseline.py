@@ -39,7 +39,10 @@ def trl_rows(rows: list[dict[str, Any]], system_prompt: str) -> list[dict[str, A
             {
                 "prompt": [
                     {"role": "system", "content": [{"type": "text", "text": system_prompt}]},
-                    {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": row["problem"]}]},
+                    {
+                        "role": "user",
+                        "content": [{"type": "image"}, {"type": "text", "text": row["problem"]}],
+                    },
                 ],
                 "image": image,
                 "answer": row["answer"],
@@ -50,7 +53,9 @@ def trl_rows(rows: list[dict[str, Any]], system_prompt: str) -> list[dict[str, A
     return out
 
 
-def run_trl_grpo(model_path: str, rows: list[dict[str, Any]], system_prompt: str, s: StepSettings, work_dir: str) -> dict[str, Any]:
+def run_trl_grpo(
+    model_path: str, rows: list[dict[str, Any]], system_prompt: str, s: StepSettings, work_dir: str
+) -> dict[str, Any]:
     """Train ``s.steps + 1`` GRPO steps with TRL; returns per-step wall seconds (warm-up excluded)."""
     import torch
     from datasets import Dataset
@@ -63,7 +68,9 @@ def run_trl_grpo(model_path: str, rows: list[dict[str, Any]], system_prompt: str
     model, processor = load_policy(model_path)
     model.train()
 
-    def reward(completions: list[Any], answer: list[str], answer_type: list[str], choices: list[list[str]], **_: Any) -> list[float]:
+    def reward(
+        completions: list[Any], answer: list[str], answer_type: list[str], choices: list[list[str]], **_: Any
+    ) -> list[float]:
         texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
         return [
             score_response(t, a, at, choices=ch or None)["reward"]
@@ -123,5 +130,11 @@ def run_trl_grpo(model_path: str, rows: list[dict[str, Any]], system_prompt: str
         callbacks=[timer],
     )
     trainer.train()
-    lengths = [h.get("completions/mean_length") for h in trainer.state.log_history if "completions/mean_length" in h]
-    return {"step_seconds": timer.times[1:], "warmup_seconds": timer.times[0], "mean_completion_tokens": lengths}
+    lengths = [
+        h.get("completions/mean_length") for h in trainer.state.log_history if "completions/mean_length" in h
+    ]
+    return {
+        "step_seconds": timer.times[1:],
+        "warmup_seconds": timer.times[0],
+        "mean_completion_tokens": lengths,
+    }

@@ -24,26 +24,37 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import banner, median  # noqa: E402
 
-BACKENDS = (("plain", {"backend": "plain"}), ("zero2", {"backend": "deepspeed", "zero_stage": 2, "procs_per_node": 2}),
-            ("zero3", {"backend": "deepspeed", "zero_stage": 3, "procs_per_node": 2}))
+BACKENDS = (
+    ("plain", {"backend": "plain"}),
+    ("zero2", {"backend": "deepspeed", "zero_stage": 2, "procs_per_node": 2}),
+    ("zero3", {"backend": "deepspeed", "zero_stage": 3, "procs_per_node": 2}),
+)
 
 
 def recipe_for(preset: str, prompts: int, g: int, distributed: dict[str, Any]) -> Any:
     from care_core.config import build_recipe
 
-    return build_recipe({
-        "model": {"path": f"tiny://{preset}"},
-        "data": {"synthetic": {"n_train": 64, "n_test": 8}},
-        "rollout": {"n": g, "max_new_tokens": 48, "batch_size": prompts},
-        "algorithm": {"name": "care"},
-        "optim": {"lr": 1e-5},
-        "train": {"prompts_per_round": prompts, "mini_batch_size": max(1, prompts // 2), "micro_batch_size": g,
-                  "distributed": distributed},
-    })
+    return build_recipe(
+        {
+            "model": {"path": f"tiny://{preset}"},
+            "data": {"synthetic": {"n_train": 64, "n_test": 8}},
+            "rollout": {"n": g, "max_new_tokens": 48, "batch_size": prompts},
+            "algorithm": {"name": "care"},
+            "optim": {"lr": 1e-5},
+            "train": {
+                "prompts_per_round": prompts,
+                "mini_batch_size": max(1, prompts // 2),
+                "micro_batch_size": g,
+                "distributed": distributed,
+            },
+        }
+    )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--g", type=int, default=8)
@@ -66,27 +77,43 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         write_synthetic(base.data.synthetic, work / "data")
         run_rollout(base, model, work / "data", work / "rollouts.parquet", 0)
         run_advantage(base, work / "rollouts.parquet", work / "advantages.parquet")
-        print(f"   model {model}; one CARE round of {args.prompts} prompts x G={args.g}; {args.repeats} repeats per backend")
+        print(
+            f"   model {model}; one CARE round of {args.prompts} prompts x G={args.g}; {args.repeats} repeats per backend"
+        )
         for name, distributed in BACKENDS:
             recipe = recipe_for(args.preset, args.prompts, args.g, distributed)
             runs = []
             for i in range(args.repeats):
                 out = work / f"{name}-{i}"
                 m = run_update(recipe, model, work / "advantages.parquet", out)
-                runs.append({"stage_s": m["perf/update_stage_s"], "train_s": m["perf/update_s"],
-                             "loss_first": m.get("actor/loss_first"), "tokens": m.get("actor/tokens")})
+                runs.append(
+                    {
+                        "stage_s": m["perf/update_stage_s"],
+                        "train_s": m["perf/update_s"],
+                        "loss_first": m.get("actor/loss_first"),
+                        "tokens": m.get("actor/tokens"),
+                    }
+                )
                 shutil.rmtree(out, ignore_errors=True)
-            numbers[name] = {"stage_s": median([r["stage_s"] for r in runs]), "train_s": median([r["train_s"] for r in runs]),
-                             "loss_first": runs[0]["loss_first"], "runs": runs}
+            numbers[name] = {
+                "stage_s": median([r["stage_s"] for r in runs]),
+                "train_s": median([r["train_s"] for r in runs]),
+                "loss_first": runs[0]["loss_first"],
+                "runs": runs,
+            }
             n = numbers[name]
-            print(f"{name}: stage {n['stage_s']:.2f} s, training loop {n['train_s']:.2f} s, first-step loss {n['loss_first']:.6f}")
+            print(
+                f"{name}: stage {n['stage_s']:.2f} s, training loop {n['train_s']:.2f} s, first-step loss {n['loss_first']:.6f}"
+            )
         plain = numbers["plain"]
         for name, _ in BACKENDS[1:]:
             n = numbers[name]
             n["ratio_stage"] = plain["stage_s"] / n["stage_s"]
             n["ratio_train"] = plain["train_s"] / n["train_s"]
-            print(f"RATIO {name} vs plain: {n['ratio_stage']:.2f}x stage time, {n['ratio_train']:.2f}x training loop "
-                  f"(>1: {name} faster); first-step loss difference {abs(n['loss_first'] - plain['loss_first']):.2e}")
+            print(
+                f"RATIO {name} vs plain: {n['ratio_stage']:.2f}x stage time, {n['ratio_train']:.2f}x training loop "
+                f"(>1: {name} faster); first-step loss difference {abs(n['loss_first'] - plain['loss_first']):.2e}"
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if args.json:

@@ -26,10 +26,16 @@ def _print(result: Any) -> None:
     print(redact(json.dumps(result, indent=2, default=str)))
 
 
-def _add_recipe_args(parser: argparse.ArgumentParser, required: bool = True, default: str | None = None) -> None:
+def _add_recipe_args(
+    parser: argparse.ArgumentParser, required: bool = True, default: str | None = None
+) -> None:
     parser.add_argument("-c", "--config", required=required, default=default, help="recipe YAML file")
     parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe key (dotted), repeatable"
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recipe key (dotted), repeatable",
     )
 
 
@@ -66,7 +72,14 @@ def cmd_update(args: argparse.Namespace) -> Any:
 
     recipe = _recipe(args)
     state = Path(args.state) if args.state else None
-    return run_update(recipe, args.model, Path(args.rollouts), Path(args.out), reference_path=args.reference, state_dir=state)
+    return run_update(
+        recipe,
+        args.model,
+        Path(args.rollouts),
+        Path(args.out),
+        reference_path=args.reference,
+        state_dir=state,
+    )
 
 
 def cmd_evaluate(args: argparse.Namespace) -> Any:
@@ -81,7 +94,9 @@ def cmd_score(args: argparse.Namespace) -> Any:
     from care_core.stages.score import run_score
 
     recipe = _recipe(args) if args.config else None
-    return run_score(Path(args.inp), Path(args.out) if args.out else None, benchmark=args.benchmark, recipe=recipe)
+    return run_score(
+        Path(args.inp), Path(args.out) if args.out else None, benchmark=args.benchmark, recipe=recipe
+    )
 
 
 def cmd_train(args: argparse.Namespace) -> Any:
@@ -104,7 +119,9 @@ def cmd_run(args: argparse.Namespace) -> Any:
     recipe = _recipe(args)
     if args.verbose:  # everything kfp.local and the components print, and the summary as JSON
         return run_local(recipe, work_dir=Path(args.work_dir))
-    run_local(recipe, work_dir=Path(args.work_dir), progress=True)  # step lines + summary; the rest to a log file
+    run_local(
+        recipe, work_dir=Path(args.work_dir), progress=True
+    )  # step lines + summary; the rest to a log file
     return None
 
 
@@ -149,19 +166,31 @@ def cmd_recipe(args: argparse.Namespace) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="care", description="CARE / GRPO RLVR training of VLMs as a Kubeflow pipeline")
+    parser = argparse.ArgumentParser(
+        prog="care", description="CARE / GRPO RLVR training of VLMs as a Kubeflow pipeline"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--debug", action="store_true", help="show the full traceback when a command fails")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, handler: Callable[[argparse.Namespace], Any], help_text: str) -> argparse.ArgumentParser:
+    def add(
+        name: str, handler: Callable[[argparse.Namespace], Any], help_text: str
+    ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                       help="show the full traceback when the command fails")
+        p.add_argument(
+            "--debug",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="show the full traceback when the command fails",
+        )
         p.set_defaults(handler=handler)
         return p
 
-    p = add("demo", cmd_demo, "run the whole pipeline on the embedded default (tiny VLM, synthetic data, kfp.local)")
+    p = add(
+        "demo",
+        cmd_demo,
+        "run the whole pipeline on the embedded default (tiny VLM, synthetic data, kfp.local)",
+    )
     _add_recipe_args(p, required=False)
     p.add_argument("--work-dir", default=".care", help="pipeline root, artifacts and MLflow store")
 
@@ -194,7 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("update", cmd_update, "PPO-clipped policy update with KL to the reference")
     _add_recipe_args(p)
     p.add_argument("--model", required=True, help="policy model directory")
-    p.add_argument("--reference", default=None, help="frozen reference model (default: the policy at round 0)")
+    p.add_argument(
+        "--reference", default=None, help="frozen reference model (default: the policy at round 0)"
+    )
     p.add_argument("--rollouts", required=True, help="rollout Parquet with advantages")
     p.add_argument("--state", default=None, help="optimizer/scheduler state directory carried across rounds")
     p.add_argument("--out", required=True, help="output HF model directory")
@@ -213,8 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("train", cmd_train, "in-process loop: sft -> rounds of rollout -> advantage -> update -> eval")
     _add_recipe_args(p)
-    p.add_argument("--force", action="store_true",
-                   help="reuse cached data/SFT/checkpoints although the recipe changed (see docs/reliability.md)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="reuse cached data/SFT/checkpoints although the recipe changed (see docs/reliability.md)",
+    )
 
     p = add("compile", cmd_compile, "compile the KFP pipeline (IR YAML) for the KFP UI")
     _add_recipe_args(p)
@@ -230,10 +264,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schedules", required=True, help="schedules YAML kept in git")
     p.add_argument("--host", required=True, help="KFP API endpoint")
 
-    p = add("compare", cmd_compare, "GRPO vs CARE report from an MLflow experiment, or champion vs challenger")
+    p = add(
+        "compare", cmd_compare, "GRPO vs CARE report from an MLflow experiment, or champion vs challenger"
+    )
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--experiment", help="MLflow experiment: latest finished GRPO vs CARE runs")
-    which.add_argument("--registered-model", help="MLflow registered model: its champion vs challenger versions")
+    which.add_argument(
+        "--registered-model", help="MLflow registered model: its champion vs challenger versions"
+    )
     p.add_argument("--tracking-uri", default="sqlite:///.care/mlflow.db")
     p.add_argument("--out", default=".care/compare", help="report directory (Markdown, HTML, PNG)")
 
@@ -260,7 +298,8 @@ def _report_error(exc: BaseException, debug: bool) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     install_log_redaction()
     try:

@@ -579,9 +579,28 @@ def _get(recipe: Recipe, dotted: str) -> Any:
 
 
 # names the stages know (kept equal to care_core.data.sources.SOURCES / care_core.stages.evaluate, tested)
-SOURCE_NAMES = ("synthetic", "chartqa", "geometry3k", "mathverse", "mathvision", "mathvista", "mmmu",
-                "mmmu_pro_standard", "mmmu_pro_vision", "virl39k", "vision_r1_cold")
-BENCHMARK_NAMES = ("synthetic", "mathvista", "mathverse", "mathvision", "mmmu", "mmmu_pro_standard", "mmmu_pro_vision")
+SOURCE_NAMES = (
+    "synthetic",
+    "chartqa",
+    "geometry3k",
+    "mathverse",
+    "mathvision",
+    "mathvista",
+    "mmmu",
+    "mmmu_pro_standard",
+    "mmmu_pro_vision",
+    "virl39k",
+    "vision_r1_cold",
+)
+BENCHMARK_NAMES = (
+    "synthetic",
+    "mathvista",
+    "mathverse",
+    "mathvision",
+    "mmmu",
+    "mmmu_pro_standard",
+    "mmmu_pro_vision",
+)
 SOURCE_ROLES = ("rl", "sft", "both")
 
 
@@ -589,8 +608,13 @@ def _plain_name(value: str | None) -> bool:
     """A single path component: no separators, not ``.``/``..``, no leading dot or control characters."""
     if value is None:
         return True
-    return (bool(value.strip()) and "/" not in value and "\\" not in value and not value.startswith(".")
-            and value.isprintable())
+    return (
+        bool(value.strip())
+        and "/" not in value
+        and "\\" not in value
+        and not value.startswith(".")
+        and value.isprintable()
+    )
 
 
 def _range_checks(recipe: Recipe) -> list[tuple[str, bool, str]]:
@@ -606,7 +630,11 @@ def _range_checks(recipe: Recipe) -> list[tuple[str, bool, str]]:
         ("data.synthetic.n_train", d.synthetic.n_train >= 0, "must be >= 0"),
         ("data.synthetic.n_test", d.synthetic.n_test >= 0, "must be >= 0"),
         ("rollout.n", ro.n >= 1, "must be >= 1"),
-        ("rollout.temperature", ro.temperature >= 0, "must be >= 0 (0: greedy, every sample of a group alike)"),
+        (
+            "rollout.temperature",
+            ro.temperature >= 0,
+            "must be >= 0 (0: greedy, every sample of a group alike)",
+        ),
         ("rollout.top_p", 0 < ro.top_p <= 1, "must be in (0, 1]"),
         ("rollout.top_k", ro.top_k >= 0, "must be >= 0 (0: off)"),
         ("rollout.max_new_tokens", ro.max_new_tokens >= 1, "must be >= 1"),
@@ -625,7 +653,11 @@ def _range_checks(recipe: Recipe) -> list[tuple[str, bool, str]]:
         ("algorithm.care.rgr.max_tokens", care.rgr.max_tokens >= 1, "must be >= 1"),
         ("algorithm.care.region.tau_pos", care.region.tau_pos >= 0, "must be >= 0"),
         ("algorithm.grpo.eps", recipe.algorithm.grpo.eps > 0, "must be > 0"),
-        ("algorithm.dynamic_sampling.max_tries", recipe.algorithm.dynamic_sampling.max_tries >= 1, "must be >= 1"),
+        (
+            "algorithm.dynamic_sampling.max_tries",
+            recipe.algorithm.dynamic_sampling.max_tries >= 1,
+            "must be >= 1",
+        ),
         ("reward.format_weight", 0 <= recipe.reward.format_weight <= 1, "must be in [0, 1]"),
         ("reward.math_verify_timeout_s", recipe.reward.math_verify_timeout_s > 0, "must be > 0"),
         ("loss.eps_low", 0 <= recipe.loss.eps_low < 1, "must be in [0, 1)"),
@@ -634,7 +666,11 @@ def _range_checks(recipe: Recipe) -> list[tuple[str, bool, str]]:
         ("loss.kl.beta", recipe.loss.kl.beta >= 0, "must be >= 0"),
         ("optim.lr", opt.lr > 0, "must be > 0"),
         ("optim.weight_decay", opt.weight_decay >= 0, "must be >= 0"),
-        ("optim.betas", len(opt.betas) == 2 and all(0 <= b < 1 for b in opt.betas), "must be two numbers in [0, 1)"),
+        (
+            "optim.betas",
+            len(opt.betas) == 2 and all(0 <= b < 1 for b in opt.betas),
+            "must be two numbers in [0, 1)",
+        ),
         ("optim.grad_clip", opt.grad_clip >= 0, "must be >= 0 (0: no clipping)"),
         ("optim.warmup_steps", opt.warmup_steps >= 0, "must be >= 0"),
         ("train.rounds", t.rounds >= 0, "must be >= 0"),
@@ -643,8 +679,16 @@ def _range_checks(recipe: Recipe) -> list[tuple[str, bool, str]]:
         ("train.micro_batch_size", t.micro_batch_size >= 1, "must be >= 1"),
         ("train.ppo_epochs", t.ppo_epochs >= 1, "must be >= 1"),
         ("train.eval_every", t.eval_every >= 0, "must be >= 0 (0: only at the end)"),
-        ("train.sft.epochs", t.sft.epochs > 0 or t.sft.max_steps > 0, "must be > 0 (or set train.sft.max_steps > 0)"),
-        ("train.sft.max_steps", t.sft.max_steps == -1 or t.sft.max_steps >= 1, "must be >= 1, or -1 (use epochs)"),
+        (
+            "train.sft.epochs",
+            t.sft.epochs > 0 or t.sft.max_steps > 0,
+            "must be > 0 (or set train.sft.max_steps > 0)",
+        ),
+        (
+            "train.sft.max_steps",
+            t.sft.max_steps == -1 or t.sft.max_steps >= 1,
+            "must be >= 1, or -1 (use epochs)",
+        ),
         ("train.sft.lr", t.sft.lr > 0, "must be > 0"),
         ("train.sft.batch_size", t.sft.batch_size >= 1, "must be >= 1"),
         ("train.sft.gradient_accumulation_steps", t.sft.gradient_accumulation_steps >= 1, "must be >= 1"),
@@ -657,24 +701,44 @@ def _range_checks(recipe: Recipe) -> list[tuple[str, bool, str]]:
         ("eval.top_p", 0 < ev.top_p <= 1, "must be in (0, 1]"),
         ("eval.max_new_tokens", ev.max_new_tokens >= 1, "must be >= 1"),
         ("eval.batch_size", ev.batch_size >= 1, "must be >= 1"),
-        ("tracking.run_name", _plain_name(recipe.tracking.run_name),
-         "must be a plain folder name (no slashes, no leading '.'): it names a folder under train.output_dir"),
-        ("name", _plain_name(recipe.name), "must be a plain folder name (no slashes, no leading '.'): it names the run folder"),
+        (
+            "tracking.run_name",
+            _plain_name(recipe.tracking.run_name),
+            "must be a plain folder name (no slashes, no leading '.'): it names a folder under train.output_dir",
+        ),
+        (
+            "name",
+            _plain_name(recipe.name),
+            "must be a plain folder name (no slashes, no leading '.'): it names the run folder",
+        ),
         ("storage.retries", recipe.storage.retries >= 0, "must be >= 0"),
         ("storage.multipart_threshold_mb", recipe.storage.multipart_threshold_mb >= 1, "must be >= 1"),
         ("kubernetes.retries", recipe.kubernetes.retries >= 0, "must be >= 0"),
-        ("retrain.registered_model", recipe.retrain.registered_model is None
-         or (bool(recipe.retrain.registered_model.strip()) and recipe.retrain.registered_model.isprintable()),
-         "must be a non-empty name or null"),
-        ("retrain.start_from", _model_source(recipe.retrain.start_from),
-         "must be base, champion or a model URI (s3://, runs:/, models:/, mlflow-artifacts:/, an absolute folder)"),
+        (
+            "retrain.registered_model",
+            recipe.retrain.registered_model is None
+            or (
+                bool(recipe.retrain.registered_model.strip())
+                and recipe.retrain.registered_model.isprintable()
+            ),
+            "must be a non-empty name or null",
+        ),
+        (
+            "retrain.start_from",
+            _model_source(recipe.retrain.start_from),
+            "must be base, champion or a model URI (s3://, runs:/, models:/, mlflow-artifacts:/, an absolute folder)",
+        ),
         ("retrain.min_improvement", math.isfinite(recipe.retrain.min_improvement), "must be a finite number"),
     ]
 
 
 def _model_source(value: str) -> bool:
     """``retrain.start_from``: ``base``, ``champion``, a URI with a scheme or an absolute local folder."""
-    return value in ("base", "champion") or "://" in value or value.startswith(("runs:/", "models:/", "mlflow-artifacts:/", "/"))
+    return (
+        value in ("base", "champion")
+        or "://" in value
+        or value.startswith(("runs:/", "models:/", "mlflow-artifacts:/", "/"))
+    )
 
 
 def _list_checks(recipe: Recipe) -> list[tuple[str, bool, str]]:
@@ -682,16 +746,22 @@ def _list_checks(recipe: Recipe) -> list[tuple[str, bool, str]]:
     out: list[tuple[str, bool, str]] = []
     for i, src in enumerate(recipe.data.sources):
         out += [
-            (f"data.sources.{i}.name", src.name in SOURCE_NAMES,
-             f"is not one of {list(SOURCE_NAMES)} (unknown source {src.name!r})"),
+            (
+                f"data.sources.{i}.name",
+                src.name in SOURCE_NAMES,
+                f"is not one of {list(SOURCE_NAMES)} (unknown source {src.name!r})",
+            ),
             (f"data.sources.{i}.role", src.role in SOURCE_ROLES, f"is not one of {list(SOURCE_ROLES)}"),
             (f"data.sources.{i}.limit", src.limit is None or src.limit >= 1, "must be >= 1 or null"),
         ]
     names = [b.name for b in recipe.eval.benchmarks]
     for i, bench in enumerate(recipe.eval.benchmarks):
         out += [
-            (f"eval.benchmarks.{i}.name", bench.name in BENCHMARK_NAMES,
-             f"is not one of {list(BENCHMARK_NAMES)} (unknown benchmark {bench.name!r})"),
+            (
+                f"eval.benchmarks.{i}.name",
+                bench.name in BENCHMARK_NAMES,
+                f"is not one of {list(BENCHMARK_NAMES)} (unknown benchmark {bench.name!r})",
+            ),
             (f"eval.benchmarks.{i}.name", names.index(bench.name) == i, "is listed twice in eval.benchmarks"),
             (f"eval.benchmarks.{i}.limit", bench.limit is None or bench.limit >= 1, "must be >= 1 or null"),
         ]
@@ -708,7 +778,9 @@ def validate(recipe: Recipe, origin: str = "<recipe>") -> Recipe:
     from care_core.algorithms.registry import list_algorithms  # the registered algorithms (lazy: torch)
 
     if recipe.algorithm.name not in list_algorithms():
-        raise RecipeError(f"algorithm.name={recipe.algorithm.name!r} is not one of {list_algorithms()}", origin)
+        raise RecipeError(
+            f"algorithm.name={recipe.algorithm.name!r} is not one of {list_algorithms()}", origin
+        )
     for key, ok, message in _range_checks(recipe) + _list_checks(recipe):
         if not ok:
             raise RecipeError(f"{key}={_get(recipe, key)!r} {message}", origin)
@@ -744,7 +816,9 @@ def _check_key(schema: Any, dotted: str, origin: str) -> None:
         raise RecipeError(f"unknown key {'.'.join(walked)!r}; known keys here: {known}", origin)
 
 
-def build_recipe(data: dict[str, Any] | None, overrides: list[str] | None = None, origin: str = "<recipe>") -> Recipe:
+def build_recipe(
+    data: dict[str, Any] | None, overrides: list[str] | None = None, origin: str = "<recipe>"
+) -> Recipe:
     """Merge ``data`` (a recipe mapping) and ``--set`` overrides over the defaults, typed and validated."""
     schema = OmegaConf.structured(Recipe)
     try:
@@ -776,13 +850,17 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Load a YAML recipe file; its ``name`` defaults to the file's stem."""
     path = Path(path)
     if not path.is_file():
-        raise RecipeError("recipe file not found", str(path), hint="give an existing YAML file, e.g. recipes/tiny-care.yaml")
+        raise RecipeError(
+            "recipe file not found", str(path), hint="give an existing YAML file, e.g. recipes/tiny-care.yaml"
+        )
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise RecipeError(f"not valid YAML: {' '.join(str(exc).split())}", str(path)) from None
     if not isinstance(data, dict):
-        raise RecipeError(f"a recipe must be a mapping at the top level, got {type(data).__name__}", str(path))
+        raise RecipeError(
+            f"a recipe must be a mapping at the top level, got {type(data).__name__}", str(path)
+        )
     data.setdefault("name", path.stem)
     return build_recipe(data, overrides, origin=str(path))
 
@@ -815,8 +893,6 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[dotted] = value
     return out
-
-
 
 
 def policy_temperature(recipe: Recipe) -> float:

@@ -111,14 +111,18 @@ def describe(exc: BaseException) -> Report:
     if isinstance(exc, CareError):
         return Report(exc.what, exc.where, exc.hint, exc.exit_code, True)
     if isinstance(exc, KeyboardInterrupt):
-        return Report(str(exc) or "interrupted", None, "nothing was committed after the last finished step", 130, True)
+        return Report(
+            str(exc) or "interrupted", None, "nothing was committed after the last finished step", 130, True
+        )
     name = type(exc).__name__
     text = str(exc).strip() or name
     if isinstance(exc, OSError) and getattr(exc, "filename", None):
         reason = exc.strerror or text
         return Report(reason, str(exc.filename), _FOREIGN_HINTS.get(name, DEFAULT_HINT), 1, True)
     if isinstance(exc, ValueError | LookupError | FileNotFoundError) and _raised_by_project(exc):
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args and isinstance(exc.args[0], str) else text
+        message = (
+            exc.args[0] if isinstance(exc, KeyError) and exc.args and isinstance(exc.args[0], str) else text
+        )
         return Report(message, None, "check the named input, file or recipe key", 1, True)
     if name in _FOREIGN_HINTS:
         return Report(f"{name}: {text}", None, _FOREIGN_HINTS[name], 1, True)
@@ -155,8 +159,14 @@ def _is_file_fault(exc: BaseException) -> bool:
     text = str(exc)
     return isinstance(exc, OSError | ValueError) and any(
         marker in text
-        for marker in ("safetensors", "Parquet magic bytes", "Couldn't deserialize thrift", "header too large",
-                       "Error while deserializing header", "Unable to load weights")
+        for marker in (
+            "safetensors",
+            "Parquet magic bytes",
+            "Couldn't deserialize thrift",
+            "header too large",
+            "Error while deserializing header",
+            "Unable to load weights",
+        )
     )
 
 
@@ -175,7 +185,9 @@ def file_fault(path: str | Path, what: str = "cannot read") -> Iterator[None]:
         if not _is_file_fault(exc):
             raise
         detail = " ".join(str(exc).split())[:300]
-        raise FileFault(f"{what}: {type(exc).__name__}: {detail}", str(path), _FOREIGN_HINTS.get(type(exc).__name__)) from exc
+        raise FileFault(
+            f"{what}: {type(exc).__name__}: {detail}", str(path), _FOREIGN_HINTS.get(type(exc).__name__)
+        ) from exc
 
 
 def read_json(path: str | Path) -> object:

@@ -84,7 +84,9 @@ def conform(table: pa.Table, schema: pa.Schema, where: str) -> pa.Table:
             try:
                 column = column.cast(field.type)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                raise SchemaError(f"{where}: column {field.name!r} has type {column.type}, expected {field.type}: {exc}") from None
+                raise SchemaError(
+                    f"{where}: column {field.name!r} has type {column.type}, expected {field.type}: {exc}"
+                ) from None
         columns.append(column)
     extra = [name for name in table.column_names if name not in schema.names]
     names = list(schema.names) + extra
@@ -102,7 +104,9 @@ def validate_example(row: dict[str, Any], where: str) -> None:
     if not row["answer"].strip():
         raise SchemaError(f"{where} (id={row['id']}): field 'answer' is empty")
     if row["answer_type"] not in ANSWER_TYPES:
-        raise SchemaError(f"{where} (id={row['id']}): field 'answer_type'={row['answer_type']!r} not in {ANSWER_TYPES}")
+        raise SchemaError(
+            f"{where} (id={row['id']}): field 'answer_type'={row['answer_type']!r} not in {ANSWER_TYPES}"
+        )
     if row["answer_type"] == "choice" and not row.get("choices"):
         raise SchemaError(f"{where} (id={row['id']}): field 'choices' is empty for a choice item")
     for index, image in enumerate(row.get("images") or []):

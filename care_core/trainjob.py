@@ -83,7 +83,17 @@ def build_trainjob(
     for key in ("recipe", "model", "rollouts", "reference", "state"):
         if inputs.get(key):
             args += [f"--{key}", inputs[key]]
-    launcher = ["mpirun", "--hostfile", "/etc/mpi/hostfile", "-x", "PATH", "-x", "PYTHONPATH", "--bind-to", "none"]
+    launcher = [
+        "mpirun",
+        "--hostfile",
+        "/etc/mpi/hostfile",
+        "-x",
+        "PATH",
+        "-x",
+        "PYTHONPATH",
+        "--bind-to",
+        "none",
+    ]
     env = [
         {"name": "CARE_TRAINJOB", "value": name},
         {"name": "CARE_GIT_COMMIT", "value": os.environ.get("CARE_GIT_COMMIT", "unknown")},
@@ -97,7 +107,10 @@ def build_trainjob(
         "metadata": {
             "name": name,
             "namespace": namespace,
-            "labels": {"app.kubernetes.io/part-of": "care-pipelines", "care.recipe": re.sub(r"[^A-Za-z0-9_.-]", "-", recipe.name)[:63]},
+            "labels": {
+                "app.kubernetes.io/part-of": "care-pipelines",
+                "care.recipe": re.sub(r"[^A-Za-z0-9_.-]", "-", recipe.name)[:63],
+            },
         },
         "spec": {
             "runtimeRef": {"name": RUNTIME_NAME, "apiGroup": GROUP, "kind": "ClusterTrainingRuntime"},
@@ -116,7 +129,10 @@ def build_trainjob(
 
 def _condition_summary(obj: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     conditions = (obj.get("status") or {}).get("conditions") or []
-    return [(c.get("type", ""), c.get("status", ""), c.get("reason", ""), c.get("message", "")) for c in conditions]
+    return [
+        (c.get("type", ""), c.get("status", ""), c.get("reason", ""), c.get("message", ""))
+        for c in conditions
+    ]
 
 
 def wait_for_trainjob(
@@ -254,7 +270,12 @@ def worker_main(argv: list[str] | None = None) -> int:
     metrics = run_update(recipe, local["model"], rollouts, out_dir, local["reference"], local["state"])
     if rank == 0:
         (out_dir / "metrics.json").write_text(json.dumps(metrics, default=str))
-        upload(out_dir, args.out, retries=recipe.storage.retries, multipart_threshold_mb=recipe.storage.multipart_threshold_mb)
+        upload(
+            out_dir,
+            args.out,
+            retries=recipe.storage.retries,
+            multipart_threshold_mb=recipe.storage.multipart_threshold_mb,
+        )
     return 0
 
 

@@ -71,8 +71,10 @@ def _image_only_video_loader(original):
             import logging
 
             logging.getLogger(__name__).warning(
-                "no video processor for %s without torchvision (%s); image-only processor", pretrained_model_name_or_path,
-                str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                "no video processor for %s without torchvision (%s); image-only processor",
+                pretrained_model_name_or_path,
+                str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+            )
             return NoVideoProcessor(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
     return classmethod(from_pretrained)
@@ -117,7 +119,9 @@ class PilImageProcessorFinder(importlib.abc.MetaPathFinder):
 
     def find_spec(self, fullname: str, path=None, target=None) -> importlib.machinery.ModuleSpec | None:
         if fullname == TORCHVISION_MODULE:
-            return importlib.machinery.ModuleSpec(fullname, _PilImageProcessorLoader(), origin=f"{PIL_MODULE} (care_core.vllm_compat)")
+            return importlib.machinery.ModuleSpec(
+                fullname, _PilImageProcessorLoader(), origin=f"{PIL_MODULE} (care_core.vllm_compat)"
+            )
         if fullname in _PATCHES:
             real = importlib.machinery.PathFinder.find_spec(fullname, path)
             if real is None or real.loader is None:

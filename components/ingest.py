@@ -14,5 +14,9 @@ def ingest(recipe_yaml: str, kfp_run_id: str, data: Output[Dataset], metrics: Ou
 
     recipe = recipe_from_dict(yaml.safe_load(recipe_yaml), origin="recipe_yaml")
     result = run_ingest(recipe, data.path)
-    data.metadata.update({"fingerprint": result["fingerprint"]["digest"], "rows": result["fingerprint"]["rows"]})
-    return record_stage(recipe, "ingest", result, {"data": data.path}, kfp_run_id=kfp_run_id, kfp_metrics=metrics)
+    data.metadata.update(
+        {"fingerprint": result["fingerprint"]["digest"], "rows": result["fingerprint"]["rows"]}
+    )
+    return record_stage(
+        recipe, "ingest", result, {"data": data.path}, kfp_run_id=kfp_run_id, kfp_metrics=metrics
+    )

@@ -23,4 +23,6 @@ def sft(
 
     recipe = recipe_from_dict(yaml.safe_load(recipe_yaml), origin="recipe_yaml")
     result = run_sft(recipe, data.path, model.path, model_path=start_model_path(init.path if init else None))
-    return record_stage(recipe, "sft", result, {"sft/model": model.path}, kfp_run_id=kfp_run_id, step=0, kfp_metrics=metrics)
+    return record_stage(
+        recipe, "sft", result, {"sft/model": model.path}, kfp_run_id=kfp_run_id, step=0, kfp_metrics=metrics
+    )

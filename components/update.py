@@ -34,12 +34,21 @@ def update(
         from care_core.trainjob import run_update_trainjob
 
         result = run_update_trainjob(
-            recipe, kfp_run_id, int(round_index), model_path, rollouts_path, updated.path, reference_path, state_path
+            recipe,
+            kfp_run_id,
+            int(round_index),
+            model_path,
+            rollouts_path,
+            updated.path,
+            reference_path,
+            state_path,
         )
     else:
         from care_core.stages.update import run_update
 
-        result = run_update(recipe, model_path or recipe.model.path, rollouts_path, updated.path, reference_path, state_path)
+        result = run_update(
+            recipe, model_path or recipe.model.path, rollouts_path, updated.path, reference_path, state_path
+        )
     return record_stage(
         recipe, "update", result, {f"round-{int(round_index)}/model": updated.path},
         kfp_run_id=kfp_run_id, step=int(round_index) + 1, kfp_metrics=metrics,

@@ -51,7 +51,9 @@ def check_stage(stage: str) -> None:
     try:
         module = importlib.import_module(f"care_core.stages.{stage}")
     except Exception as exc:
-        raise ImportError(f"pipeline stage {stage!r}: care_core.stages.{stage} failed to import: {exc!r}") from exc
+        raise ImportError(
+            f"pipeline stage {stage!r}: care_core.stages.{stage} failed to import: {exc!r}"
+        ) from exc
     if not callable(getattr(module, f"run_{stage}", None)):
         raise ImportError(f"pipeline stage {stage!r}: care_core.stages.{stage} has no function run_{stage}")
 
@@ -117,7 +119,9 @@ def _retraining(recipe: Recipe, stages: set[str], trains: bool) -> bool:
         raise ValueError("retrain.registered_model needs the evaluate stage and something trained (SFT or rounds): "
                          "the gate compares eval scores")  # fmt: skip
     if not recipe.train.sft.enable:
-        log.warning("retrain: a warm start enters through SFT; with train.sft.enable=false only start_from=base runs")
+        log.warning(
+            "retrain: a warm start enters through SFT; with train.sft.enable=false only start_from=base runs"
+        )
     return True
 
 
@@ -174,7 +178,10 @@ def build_pipeline(
 
         def add(stage: str, name: str, **kwargs: Any) -> dsl.PipelineTask:
             task = comps[stage](recipe_yaml=recipe_yaml, kfp_run_id=run_id, **kwargs).set_display_name(name)
-            if stage in ROUND_STAGES or stage in ("plan", "register"):  # never cached: each round samples anew,
+            if stage in ROUND_STAGES or stage in (
+                "plan",
+                "register",
+            ):  # never cached: each round samples anew,
                 task.set_caching_options(False)  # the plan and the gate read the registry as it is now
             if platform:
                 _apply_platform(task, stage, recipe, workspace)
@@ -185,7 +192,11 @@ def build_pipeline(
         data = ingest.outputs["data"]
         plan = add("plan", "retrain plan", data=data) if retraining else None
         # scheduled retraining: everything after the plan runs only when it says "train" (not "skip")
-        with dsl.If(plan.outputs["Output"] == "train", "train") if plan is not None else contextlib.nullcontext():
+        with (
+            dsl.If(plan.outputs["Output"] == "train", "train")
+            if plan is not None
+            else contextlib.nullcontext()
+        ):
             init = {"init": plan.outputs["start"]} if plan is not None else {}
             policy = add("sft", "sft", data=data, **init).outputs["model"] if use_sft else None
             reference = policy
@@ -193,31 +204,49 @@ def build_pipeline(
             for r in range(rounds):
                 maybe_model = {"model": policy} if policy is not None else {}
                 ro = add("rollout", f"round {r}: rollout", round_index=r, data=data, **maybe_model)
-                adv = add("advantage", f"round {r}: advantage", round_index=r, rollouts=ro.outputs["rollouts"])
+                adv = add(
+                    "advantage", f"round {r}: advantage", round_index=r, rollouts=ro.outputs["rollouts"]
+                )
                 extra = dict(maybe_model)
                 if reference is not None:
                     extra["reference"] = reference
                 if state is not None:
                     extra["state"] = state
-                up = add("update", f"round {r}: update", round_index=r, rollouts=adv.outputs["scored"], **extra)
+                up = add(
+                    "update", f"round {r}: update", round_index=r, rollouts=adv.outputs["scored"], **extra
+                )
                 policy = state = up.outputs["updated"]
             if "evaluate" in stages:
-                ev = add("evaluate", "evaluate", data=data, **({"model": policy} if policy is not None else {}))
+                ev = add(
+                    "evaluate", "evaluate", data=data, **({"model": policy} if policy is not None else {})
+                )
             if plan is not None:
-                add("register", "register + gate", data=data, results=ev.outputs["results"], model=policy,
-                    model_output=f"round-{rounds - 1}/model" if rounds else "sft/model")
+                add(
+                    "register",
+                    "register + gate",
+                    data=data,
+                    results=ev.outputs["results"],
+                    model=policy,
+                    model_output=f"round-{rounds - 1}/model" if rounds else "sft/model",
+                )
             if create_pvc is not None:
-                k8s.DeletePVC(pvc_name=create_pvc.outputs["name"]).after(tasks[-1]).set_display_name("delete workspace")
+                k8s.DeletePVC(pvc_name=create_pvc.outputs["name"]).after(tasks[-1]).set_display_name(
+                    "delete workspace"
+                )
         if create_pvc is not None and plan is not None:
             with dsl.Else("skip"):
-                k8s.DeletePVC(pvc_name=create_pvc.outputs["name"]).after(plan).set_display_name("delete workspace")
+                k8s.DeletePVC(pvc_name=create_pvc.outputs["name"]).after(plan).set_display_name(
+                    "delete workspace"
+                )
         if plan is not None:  # the steps after the plan may be skipped; every step logs into one MLflow run
             return ingest.outputs["Output"]
         return tasks[-1].outputs["Output"]  # the MLflow run id
 
     body.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [
-            inspect.Parameter(p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=p.default, annotation=p.type)
+            inspect.Parameter(
+                p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=p.default, annotation=p.type
+            )
             for p in params
         ],
         return_annotation=str,

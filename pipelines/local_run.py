@@ -42,7 +42,11 @@ def localize(recipe: Recipe, work_dir: Path) -> Recipe:
         uri = "sqlite:///" + _rebase(uri[len("sqlite:///") :], work_dir)
     elif "://" not in uri:
         uri = _rebase(uri, work_dir)
-    root = recipe.storage.artifact_root if is_s3(recipe.storage.artifact_root) else _rebase(recipe.storage.artifact_root, work_dir)
+    root = (
+        recipe.storage.artifact_root
+        if is_s3(recipe.storage.artifact_root)
+        else _rebase(recipe.storage.artifact_root, work_dir)
+    )
     return dataclasses.replace(
         recipe,
         tracking=dataclasses.replace(recipe.tracking, uri=uri),
@@ -90,13 +94,17 @@ def run_local(
     name = pipeline_name(recipe)
     before = set(pipeline_root.glob(f"{name}-*"))
 
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True)
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True
+    )
     pipeline = build_pipeline(recipe, stage_list, platform=False)
     start = time.monotonic()
     started_ms = int(time.time() * 1000)
     log_file = work_dir / "logs" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.log" if progress else None
     try:
-        with warnings.catch_warnings():  # kfp.local notes that display names and the image are not used locally
+        with (
+            warnings.catch_warnings()
+        ):  # kfp.local notes that display names and the image are not used locally
             warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
             warnings.filterwarnings("ignore", message=".*custom or non-Python base image.*")
             task = _run_with_progress(pipeline, name, log_file, quiet) if log_file else pipeline()
@@ -171,7 +179,9 @@ def _summarise(recipe: Recipe, mlflow_run_id: str) -> dict[str, Any]:
 
     tracker = Tracker.from_recipe(recipe)
     run = tracker.client.get_run(mlflow_run_id)
-    artifacts = {k[len("artifact.") :]: v for k, v in sorted(run.data.tags.items()) if k.startswith("artifact.")}
+    artifacts = {
+        k[len("artifact.") :]: v for k, v in sorted(run.data.tags.items()) if k.startswith("artifact.")
+    }
     eval_metrics = {k: v for k, v in run.data.metrics.items() if k.startswith("eval/")}
     table = ""
     results_dir = artifacts.get("eval")

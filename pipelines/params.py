@@ -75,7 +75,9 @@ def pipeline_params(recipe: Recipe) -> list[PipelineParam]:
         elif isinstance(value, dict):
             params.append(PipelineParam(param_name(key), key, dict, _drop_none(value)))
         else:
-            raise TypeError(f"recipe key {key!r}: value of type {type(value).__name__} cannot be a pipeline parameter")
+            raise TypeError(
+                f"recipe key {key!r}: value of type {type(value).__name__} cannot be a pipeline parameter"
+            )
     return params
 
 

@@ -27,7 +27,9 @@ from pipelines.params import pipeline_params
 log = logging.getLogger(__name__)
 
 MANAGED_MARKER = "[managed by care schedule]"
-_CRON_FIELD = re.compile(r"^(\*|\?|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/[0-9]+)?(,(\*|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/[0-9]+)?)*$")
+_CRON_FIELD = re.compile(
+    r"^(\*|\?|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/[0-9]+)?(,(\*|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/[0-9]+)?)*$"
+)
 
 ClientFactory = Callable[[str], Any]
 
@@ -49,7 +51,9 @@ def _check_arguments(recipe: Recipe, arguments: dict[str, Any], where: str) -> N
     known = {p.name for p in pipeline_params(recipe)}
     unknown = sorted(set(arguments) - known)
     if unknown:
-        raise ScheduleError(f"{where}: unknown pipeline parameters {unknown} (names are recipe keys with '__' for '.')")
+        raise ScheduleError(
+            f"{where}: unknown pipeline parameters {unknown} (names are recipe keys with '__' for '.')"
+        )
 
 
 def submit(
@@ -115,12 +119,18 @@ def _check_retrain(section: Any, parameters: dict[str, Any], where: str) -> dict
     if section is None:
         section = {}
     if not isinstance(section, dict):
-        raise ScheduleError(f"{where}: field 'retrain' must be a mapping of {sorted(RetrainConfig.__dataclass_fields__)}")
+        raise ScheduleError(
+            f"{where}: field 'retrain' must be a mapping of {sorted(RetrainConfig.__dataclass_fields__)}"
+        )
     unknown = sorted(set(section) - set(RetrainConfig.__dataclass_fields__))
     if unknown:
-        raise ScheduleError(f"{where}: retrain: unknown keys {unknown}; allowed: {sorted(RetrainConfig.__dataclass_fields__)}")
+        raise ScheduleError(
+            f"{where}: retrain: unknown keys {unknown}; allowed: {sorted(RetrainConfig.__dataclass_fields__)}"
+        )
     if section and not section.get("registered_model"):
-        raise ScheduleError(f"{where}: retrain.registered_model is missing: the registry, warm start and gate need it")
+        raise ScheduleError(
+            f"{where}: retrain.registered_model is missing: the registry, warm start and gate need it"
+        )
     runtime = sorted(k for k in parameters if k.startswith("retrain__"))
     if runtime and not section.get("registered_model"):
         raise ScheduleError(f"{where}: parameters {runtime} have no effect without retrain.registered_model in the "

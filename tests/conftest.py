@@ -99,12 +99,16 @@ def start_mlflow_server(root: Path, timeout_s: float = 90.0) -> MlflowServer:
         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
     ]  # fmt: skip
     with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
     uri = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"mlflow server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+            raise RuntimeError(
+                f"mlflow server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}"
+            )
         try:
             with urllib.request.urlopen(f"{uri}/health", timeout=2) as resp:
                 if resp.status == 200:
@@ -200,7 +204,9 @@ def start_weed(state_dir: Path, bucket: str = "care", timeout_s: float = 30.0) -
     log_path = state_dir / "weed.log"
     with open(log_path, "ab") as log_file:
         proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
-    server = S3Server(f"http://127.0.0.1:{ports['s3.port']}", ACCESS_KEY, SECRET_KEY, bucket, proc=proc, state_dir=state_dir)
+    server = S3Server(
+        f"http://127.0.0.1:{ports['s3.port']}", ACCESS_KEY, SECRET_KEY, bucket, proc=proc, state_dir=state_dir
+    )
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
     while time.monotonic() < deadline:

@@ -24,16 +24,45 @@ def test_defaults_are_the_care_reference_values() -> None:
     r = Recipe()
     care = r.algorithm.care
     assert (r.algorithm.name, r.rollout.n, r.rollout.temperature, r.rollout.top_p) == ("care", 8, 1.0, 1.0)
-    assert (care.K, care.M, care.s, care.eps, care.equalize, care.positive_rule) == (4, 6, 0.5, 1e-6, True, "accuracy")
+    assert (care.K, care.M, care.s, care.eps, care.equalize, care.positive_rule) == (
+        4,
+        6,
+        0.5,
+        1e-6,
+        True,
+        "accuracy",
+    )
     assert care.reflection_scale == 0.25
-    assert (care.rescue.enable, care.rescue.delta, care.rescue.normalize, care.rescue.logprob_norm) == (True, 0.1, True, "sum")
+    assert (care.rescue.enable, care.rescue.delta, care.rescue.normalize, care.rescue.logprob_norm) == (
+        True,
+        0.1,
+        True,
+        "sum",
+    )
     rgr = care.rgr
     assert (rgr.enable, rgr.template, rgr.train_on, rgr.temperature, rgr.top_p, rgr.max_tokens) == (
-        True, "structured", "continuation", 0.6, 0.95, 512,
+        True,
+        "structured",
+        "continuation",
+        0.6,
+        0.95,
+        512,
     )
     assert (care.region.enable, care.region.tau_pos) == (True, 0.005)
-    assert (r.loss.eps_low, r.loss.eps_high, r.loss.dual_clip, r.loss.kl.type, r.loss.kl.beta, r.loss.agg) == (
-        0.2, 0.3, 3.0, "k3", 0.01, "token-mean",
+    assert (
+        r.loss.eps_low,
+        r.loss.eps_high,
+        r.loss.dual_clip,
+        r.loss.kl.type,
+        r.loss.kl.beta,
+        r.loss.agg,
+    ) == (
+        0.2,
+        0.3,
+        3.0,
+        "k3",
+        0.01,
+        "token-mean",
     )
     assert (r.optim.lr, r.optim.weight_decay, r.optim.grad_clip, r.train.ppo_epochs) == (1e-6, 0.01, 1.0, 1)
     assert (r.train.prompts_per_round, r.train.mini_batch_size, r.reward.format_weight) == (512, 128, 0.1)
@@ -50,8 +79,16 @@ def test_every_shipped_recipe_loads(path: Path) -> None:
 def test_set_overrides_nested_keys_with_types(tmp_path: Path) -> None:
     path = tmp_path / "r.yaml"
     path.write_text("algorithm:\n  name: care\n")
-    recipe = load_recipe(path, ["algorithm.name=grpo", "algorithm.care.K=3", "algorithm.care.rescue.enable=false",
-                                "optim.lr=2e-5", "model.path=/models/x"])
+    recipe = load_recipe(
+        path,
+        [
+            "algorithm.name=grpo",
+            "algorithm.care.K=3",
+            "algorithm.care.rescue.enable=false",
+            "optim.lr=2e-5",
+            "model.path=/models/x",
+        ],
+    )
     assert recipe.algorithm.name == "grpo"
     assert recipe.algorithm.care.K == 3 and isinstance(recipe.algorithm.care.K, int)
     assert recipe.algorithm.care.rescue.enable is False
@@ -61,7 +98,9 @@ def test_set_overrides_nested_keys_with_types(tmp_path: Path) -> None:
 
 
 def test_list_items_are_typed_and_indexable() -> None:
-    recipe = build_recipe({"data": {"sources": [{"name": "geometry3k", "limit": 5}]}}, ["data.sources.0.limit=7"])
+    recipe = build_recipe(
+        {"data": {"sources": [{"name": "geometry3k", "limit": 5}]}}, ["data.sources.0.limit=7"]
+    )
     assert recipe.data.sources[0].name == "geometry3k"
     assert recipe.data.sources[0].limit == 7
     assert recipe.data.sources[0].split == "train"  # default filled in for list items
@@ -83,7 +122,9 @@ def test_list_items_are_typed_and_indexable() -> None:
         ("", ["novalue"], "key=value"),
     ],
 )
-def test_bad_recipes_name_the_key_and_the_file(tmp_path: Path, yaml_text: str, overrides: list[str], needle: str) -> None:
+def test_bad_recipes_name_the_key_and_the_file(
+    tmp_path: Path, yaml_text: str, overrides: list[str], needle: str
+) -> None:
     path = tmp_path / "bad-recipe.yaml"
     path.write_text(yaml_text)
     with pytest.raises(RecipeError) as info:

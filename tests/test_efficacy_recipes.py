@@ -22,9 +22,16 @@ def test_arms_differ_only_in_algorithm():
     eff = _efficacy()
     recipes = eff.load_arms(list(eff.ARMS), [])
     assert {arm: r.algorithm.name for arm, r in recipes.items()} == {
-        "grpo": "grpo", "care": "care", "care-no-rgr": "care", "care-no-region": "care"}
+        "grpo": "grpo",
+        "care": "care",
+        "care-no-rgr": "care",
+        "care-no-region": "care",
+    }
     assert recipes["care"].algorithm.care.rgr.enable and not recipes["care-no-rgr"].algorithm.care.rgr.enable
-    assert recipes["care"].algorithm.care.region.enable and not recipes["care-no-region"].algorithm.care.region.enable
+    assert (
+        recipes["care"].algorithm.care.region.enable
+        and not recipes["care-no-region"].algorithm.care.region.enable
+    )
 
 
 def test_an_arm_with_another_budget_is_refused(tmp_path, monkeypatch):

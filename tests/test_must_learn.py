@@ -92,9 +92,15 @@ def train(overrides: dict[str, Any], algorithm: str, sft: str, rl_data: Path, ou
         curve.append(metrics["accuracy/mean"])
 
     def greedy(model: str, name: str) -> float:
-        return run_evaluate(recipe, model, out / name, data_dir=rl_data)["benchmarks"]["synthetic"]["accuracy"]
+        return run_evaluate(recipe, model, out / name, data_dir=rl_data)["benchmarks"]["synthetic"][
+            "accuracy"
+        ]
 
-    return {"curve": curve, "greedy_before": greedy(sft, "eval_before"), "greedy_after": greedy(policy, "eval_after")}
+    return {
+        "curve": curve,
+        "greedy_before": greedy(sft, "eval_before"),
+        "greedy_after": greedy(policy, "eval_after"),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -109,8 +115,10 @@ def test_rl_learns_the_constant_answer(algorithm, start, tmp_path):
     overrides, sft, rl_data = start
     out = train(overrides, algorithm, sft, rl_data, tmp_path)
     curve = out["curve"]
-    report = (f"{algorithm}: sampled accuracy per round {[round(a, 3) for a in curve]}, "
-              f"greedy held-out {out['greedy_before']} -> {out['greedy_after']}")
+    report = (
+        f"{algorithm}: sampled accuracy per round {[round(a, 3) for a in curve]}, "
+        f"greedy held-out {out['greedy_before']} -> {out['greedy_after']}"
+    )
     assert out["greedy_before"] <= START_MAX, report
     assert max(curve[1:]) - curve[0] >= GAIN_MIN, report
     assert out["greedy_after"] >= GREEDY_MIN, report

@@ -22,9 +22,15 @@ from care_core.schema import (
 
 def example(**overrides: object) -> dict:
     row = {
-        "id": "ex-1", "data_source": "synthetic/count", "images": [{"bytes": b"\x89PNG..", "path": "a.png"}],
-        "problem": "<image>How many red squares?", "answer": "3", "answer_type": "integer", "choices": [],
-        "solution": "<think>1, 2, 3</think><answer>3</answer>", "meta": "{}",
+        "id": "ex-1",
+        "data_source": "synthetic/count",
+        "images": [{"bytes": b"\x89PNG..", "path": "a.png"}],
+        "problem": "<image>How many red squares?",
+        "answer": "3",
+        "answer_type": "integer",
+        "choices": [],
+        "solution": "<think>1, 2, 3</think><answer>3</answer>",
+        "meta": "{}",
     }
     row.update(overrides)
     return row
@@ -32,10 +38,22 @@ def example(**overrides: object) -> dict:
 
 def rollout(index: int) -> dict:
     return {
-        "group_id": "ex-1/r0", "sample_index": index, "source": "rollout", "replaces": -1, "prompt_ids": [1, 2],
-        "response_ids": [5, 6, 7], "response_text": "abc", "old_logprobs": [-0.5, -0.25, -1.0], "loss_mask": [1, 1, 1],
-        "think_span": [0, 1], "answer_span": [1, 3], "embedding": [0.6, 0.8], "reward": 1.0, "accuracy": 1.0,
-        "format": 1.0, "truncated": False,
+        "group_id": "ex-1/r0",
+        "sample_index": index,
+        "source": "rollout",
+        "replaces": -1,
+        "prompt_ids": [1, 2],
+        "response_ids": [5, 6, 7],
+        "response_text": "abc",
+        "old_logprobs": [-0.5, -0.25, -1.0],
+        "loss_mask": [1, 1, 1],
+        "think_span": [0, 1],
+        "answer_span": [1, 3],
+        "embedding": [0.6, 0.8],
+        "reward": 1.0,
+        "accuracy": 1.0,
+        "format": 1.0,
+        "truncated": False,
     }
 
 
@@ -70,9 +88,14 @@ def test_missing_column_names_the_file_and_column(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("overrides", "field"),
-    [({"answer": "  "}, "answer"), ({"answer_type": "date"}, "answer_type"), ({"id": ""}, "id"),
-     ({"answer_type": "choice", "choices": []}, "choices"), ({"images": [{"bytes": b"", "path": "x"}]}, "images[0].bytes"),
-     ({"problem": None}, "problem")],
+    [
+        ({"answer": "  "}, "answer"),
+        ({"answer_type": "date"}, "answer_type"),
+        ({"id": ""}, "id"),
+        ({"answer_type": "choice", "choices": []}, "choices"),
+        ({"images": [{"bytes": b"", "path": "x"}]}, "images[0].bytes"),
+        ({"problem": None}, "problem"),
+    ],
 )
 def test_validate_example_names_the_field(overrides: dict, field: str) -> None:
     with pytest.raises(SchemaError) as info:

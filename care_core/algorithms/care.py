@@ -105,12 +105,16 @@ def care_advantages(batch: GroupBatch, params: CareConfig) -> AdvantageResult:
     anchor = select_anchor_batched(pos, batch.think_len, batch.answer_len)
     anchor = torch.where(mixed, anchor, torch.full_like(anchor, -1))
     d_anchor = dist_rows(dist, anchor)
-    neg_picks, kp_neg = hard_negatives_from_distances(d_anchor, dist, fail & mixed[:, None], params.K, params.M)
+    neg_picks, kp_neg = hard_negatives_from_distances(
+        d_anchor, dist, fail & mixed[:, None], params.K, params.M
+    )
 
     # All-negative rescue (all-wrong groups with >= 2 failures).
     rescue_ok = (kind == GROUP_KIND["all_wrong"]) & (fail.sum(dim=1) >= 2) & params.rescue.enable
     t = select_pseudo_anchor(batch.seq_logprob, fail & rescue_ok[:, None])
-    res_picks, kp_res = select_pseudo_negatives(dist, fail & rescue_ok[:, None], t, params.K, params.rescue.seeding)
+    res_picks, kp_res = select_pseudo_negatives(
+        dist, fail & rescue_ok[:, None], t, params.K, params.rescue.seeding
+    )
 
     head_col = torch.where(mixed, anchor, t)
     head = _onehot(head_col, n)
@@ -121,7 +125,12 @@ def care_advantages(batch: GroupBatch, params: CareConfig) -> AdvantageResult:
     pos_all = positive_mask(batch.reward, batch.accuracy, batch.valid, params.positive_rule)
     target = batch.replaces.clamp(min=0)
     rgr_active = (
-        batch.is_rgr & batch.valid & (batch.replaces >= 0) & mixed[:, None] & chosen.gather(1, target) & params.rgr.enable
+        batch.is_rgr
+        & batch.valid
+        & (batch.replaces >= 0)
+        & mixed[:, None]
+        & chosen.gather(1, target)
+        & params.rgr.enable
     )
     replaced_count = torch.zeros(b, n, dtype=torch.long, device=dev)
     replaced_count.scatter_add_(1, target, rgr_active.long())
@@ -209,7 +218,9 @@ class CareSpec(AlgorithmSpec):
         return care_diagnostics(batch, result, self.algorithm.care.rescue.normalize)
 
 
-def care_diagnostics(batch: GroupBatch, res: AdvantageResult, rescue_normalize: bool = True) -> dict[str, Any]:
+def care_diagnostics(
+    batch: GroupBatch, res: AdvantageResult, rescue_normalize: bool = True
+) -> dict[str, Any]:
     """JSON-safe CARE diagnostics of one batch (``res`` from ``care_advantages``)."""
     f = json_float
     st = res.stats
@@ -229,7 +240,9 @@ def care_diagnostics(batch: GroupBatch, res: AdvantageResult, rescue_normalize: 
                  rescued)  # fmt: skip
     return {
         "k_prime_mean": f(kp[with_s].double().mean()) if with_s.any() else None,
-        "k_prime_hist": {str(k): int((kp == k).sum()) for k in range(1, int(kp.max()) + 1)} if with_s.any() else {},
+        "k_prime_hist": {str(k): int((kp == k).sum()) for k in range(1, int(kp.max()) + 1)}
+        if with_s.any()
+        else {},
         "anchor_think_len_mean": f(anchor_think.mean()) if anchor_think.numel() else None,
         "mixed_think_len_mean": f(batch.think_len[ro_mixed].double().mean()) if ro_mixed.any() else None,
         "neg_cos_distance_mean": f(st["neg_distance"][mixed].nanmean()) if mixed.any() else None,

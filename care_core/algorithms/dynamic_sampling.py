@@ -33,6 +33,7 @@ def informative_groups(accuracy: torch.Tensor, valid: torch.Tensor) -> torch.Ten
     """
     return filter_groups(accuracy, valid)[0]
 
+
 def filter_groups(accuracy: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, dict[str, int]]:
     """Keep mask [B] plus counts ``kept``, ``dropped_all_correct``, ``dropped_all_wrong``."""
     all_correct = (~valid | (accuracy >= 1.0)).all(dim=1)

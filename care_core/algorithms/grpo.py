@@ -41,7 +41,9 @@ def grpo_advantages(
     return centred / (var.sqrt() + eps)
 
 
-def group_advantages(batch: GroupBatch, std: str | None, eps: float, positive_rule: str = "accuracy") -> AdvantageResult:
+def group_advantages(
+    batch: GroupBatch, std: str | None, eps: float, positive_rule: str = "accuracy"
+) -> AdvantageResult:
     """GRPO-style ``AdvantageResult`` of a batch: rollouts are members, RGR rows and padding get 0."""
     members = batch.valid & ~batch.is_rgr
     adv = grpo_advantages(batch.reward, members, std=std, eps=eps)

@@ -13,11 +13,16 @@ KL_KINDS = ("k1", "k2", "k3")
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     keep = mask.bool()
-    return torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device)).sum() / keep.sum().clamp(min=1)
+    return torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device)).sum() / keep.sum().clamp(
+        min=1
+    )
 
 
 def aggregate_loss(
-    loss_mat: torch.Tensor, mask: torch.Tensor, agg: str = "token-mean", denom: float | None = None,
+    loss_mat: torch.Tensor,
+    mask: torch.Tensor,
+    agg: str = "token-mean",
+    denom: float | None = None,
     norm_len: int | None = None,
 ) -> torch.Tensor:
     """Reduce a [B, T] token loss to a scalar.
@@ -117,7 +122,9 @@ def ppo_clip_loss(
         ``clipfrac_dual``, ``ratio_mean`` / ``ratio_max`` / ``ratio_min``, ``approx_kl_old``
         (mean of old_logp - logp) and ``pg_loss``.
     """
-    loss, ratio, clip_active, dual = ppo_clip_token_loss(logp, old_logp, token_adv, eps_low, eps_high, dual_clip)
+    loss, ratio, clip_active, dual = ppo_clip_token_loss(
+        logp, old_logp, token_adv, eps_low, eps_high, dual_clip
+    )
     m = mask.to(loss.dtype)
     total = aggregate_loss(loss, mask, agg, denom=denom)
     with torch.no_grad():

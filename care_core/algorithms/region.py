@@ -28,11 +28,14 @@ NO_ANSWER_RULES = ("whole", "outside_think")
 THINK_ROLES = ("anchor", "rgr_positive")
 
 
-def think_weighted(roles: Sequence[str], seq_adv: Sequence[float], pseudo_anchor_think: bool = False) -> torch.Tensor:
+def think_weighted(
+    roles: Sequence[str], seq_adv: Sequence[float], pseudo_anchor_think: bool = False
+) -> torch.Tensor:
     """[B] bool: the sequences whose think span gets ``tau_pos`` (see the module docstring)."""
     roles_on = THINK_ROLES + (("pseudo_anchor",) if pseudo_anchor_think else ())
     return torch.tensor(
-        [r in roles_on or (r == "none" and float(a) > 0) for r, a in zip(roles, seq_adv, strict=True)], dtype=torch.bool
+        [r in roles_on or (r == "none" and float(a) > 0) for r, a in zip(roles, seq_adv, strict=True)],
+        dtype=torch.bool,
     )
 
 

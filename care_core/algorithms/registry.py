@@ -77,7 +77,9 @@ def register_algorithm(cls: type[AlgorithmSpec]) -> type[AlgorithmSpec]:
     if not cls.name:
         raise ValueError(f"{cls.__qualname__} has no name")
     if cls.name in ALGORITHMS:
-        raise ValueError(f"algorithm {cls.name!r} is already registered (by {ALGORITHMS[cls.name].__qualname__})")
+        raise ValueError(
+            f"algorithm {cls.name!r} is already registered (by {ALGORITHMS[cls.name].__qualname__})"
+        )
     ALGORITHMS[cls.name] = cls
     return cls
 

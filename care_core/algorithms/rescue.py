@@ -66,11 +66,15 @@ def select_pseudo_negatives(
     if seeding == "pseudo_anchor":
         return farthest_first(dist, pool, k_prime, K, seed=pseudo_anchor), k_prime
     d_t = dist_rows(dist, pseudo_anchor).to(torch.float64).masked_fill(~pool, float("-inf"))
-    first = torch.where(pool.any(dim=1), d_t.argmax(dim=1), torch.full_like(pseudo_anchor, -1))  # ties: lowest column
+    first = torch.where(
+        pool.any(dim=1), d_t.argmax(dim=1), torch.full_like(pseudo_anchor, -1)
+    )  # ties: lowest column
     return farthest_first(dist, pool, k_prime, K, first=first), k_prime
 
 
-def pseudo_rewards(head: torch.Tensor, chosen: torch.Tensor, k_prime: torch.Tensor, delta: float) -> torch.Tensor:
+def pseudo_rewards(
+    head: torch.Tensor, chosen: torch.Tensor, k_prime: torch.Tensor, delta: float
+) -> torch.Tensor:
     """r' = +delta on the pseudo-anchor, -delta / K' on the pseudo-negatives, 0 elsewhere.
 
     Args: head, chosen: [B, N] bool; k_prime: [B] long. Returns: [B, N] float64.

@@ -16,7 +16,9 @@ from care_core.algorithms.types import GROUP_KIND, GROUP_KIND_NAMES
 POSITIVE_RULES = ("accuracy", "reward")
 
 
-def positive_mask(reward: torch.Tensor, accuracy: torch.Tensor, valid: torch.Tensor, rule: str = "accuracy") -> torch.Tensor:
+def positive_mask(
+    reward: torch.Tensor, accuracy: torch.Tensor, valid: torch.Tensor, rule: str = "accuracy"
+) -> torch.Tensor:
     """Positives: ``accuracy == 1`` (paper, default) or ``reward > 0`` (reference-code option).
 
     Args: reward, accuracy, valid: [...] (same shape). Returns: bool [...] (False where not valid).
@@ -28,7 +30,9 @@ def positive_mask(reward: torch.Tensor, accuracy: torch.Tensor, valid: torch.Ten
     raise ValueError(f"positive_rule must be one of {POSITIVE_RULES}, got {rule!r}")
 
 
-def failure_mask(reward: torch.Tensor, accuracy: torch.Tensor, valid: torch.Tensor, rule: str = "accuracy") -> torch.Tensor:
+def failure_mask(
+    reward: torch.Tensor, accuracy: torch.Tensor, valid: torch.Tensor, rule: str = "accuracy"
+) -> torch.Tensor:
     """Failure pool F: ``accuracy == 0`` (rule ``accuracy``) or ``reward <= 0`` (rule ``reward``).
 
     Under the accuracy rule a partially correct row (0 < accuracy < 1) is neither positive nor a
@@ -67,7 +71,9 @@ def group_kind_names(
         reward[i, : len(r)] = torch.tensor(r, dtype=torch.float64)
         accuracy[i, : len(a)] = torch.tensor(a, dtype=torch.float64)
         valid[i, : len(r)] = True
-    kinds = group_kinds(positive_mask(reward, accuracy, valid, rule), failure_mask(reward, accuracy, valid, rule))
+    kinds = group_kinds(
+        positive_mask(reward, accuracy, valid, rule), failure_mask(reward, accuracy, valid, rule)
+    )
     return [GROUP_KIND_NAMES[k] for k in kinds.tolist()]
 
 
@@ -90,7 +96,9 @@ def cosine_distances(embeddings: torch.Tensor) -> torch.Tensor:
     return 1.0 - gram / (norms[..., :, None] * norms[..., None, :])
 
 
-def select_anchor_batched(pos: torch.Tensor, think_len: torch.Tensor, answer_len: torch.Tensor) -> torch.Tensor:
+def select_anchor_batched(
+    pos: torch.Tensor, think_len: torch.Tensor, answer_len: torch.Tensor
+) -> torch.Tensor:
     """Shortest-Think anchor per group.
 
     Among positives: fewest think tokens, then fewest answer tokens, then the lowest column.

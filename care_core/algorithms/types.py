@@ -71,9 +71,13 @@ class GroupBatch:
             self.seq_logprob = torch.zeros(shape, dtype=self.reward.dtype, device=self.reward.device)
         for name in ("accuracy", "valid", "is_rgr", "replaces", "think_len", "answer_len", "seq_logprob"):
             if getattr(self, name).shape != shape:
-                raise ValueError(f"{name} has shape {tuple(getattr(self, name).shape)}, expected {tuple(shape)}")
+                raise ValueError(
+                    f"{name} has shape {tuple(getattr(self, name).shape)}, expected {tuple(shape)}"
+                )
         if self.embeddings is not None and self.embeddings.shape[:2] != shape:
-            raise ValueError(f"embeddings has shape {tuple(self.embeddings.shape)}, expected {tuple(shape)} + (D,)")
+            raise ValueError(
+                f"embeddings has shape {tuple(self.embeddings.shape)}, expected {tuple(shape)} + (D,)"
+            )
 
     @property
     def num_groups(self) -> int:

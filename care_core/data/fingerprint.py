@@ -110,5 +110,12 @@ def fingerprint_markdown(fp: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["FINGERPRINT_FILE", "SourceDigest", "fingerprint", "fingerprint_markdown", "read_fingerprint",
-           "source_files", "write_fingerprint"]
+__all__ = [
+    "FINGERPRINT_FILE",
+    "SourceDigest",
+    "fingerprint",
+    "fingerprint_markdown",
+    "read_fingerprint",
+    "source_files",
+    "write_fingerprint",
+]

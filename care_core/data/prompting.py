@@ -75,23 +75,29 @@ def decode_images(row: dict[str, Any], max_pixels: int | None = None) -> list[Im
             decoded = Image.open(io.BytesIO(data))
             decoded.load()
         except (UnidentifiedImageError, OSError, ValueError) as exc:
-            raise SchemaError(f"row id={_row_id(row)}: field 'images[{index}].bytes' is not a decodable image: {exc}") from None
+            raise SchemaError(
+                f"row id={_row_id(row)}: field 'images[{index}].bytes' is not a decodable image: {exc}"
+            ) from None
         decoded = decoded.convert("RGB")
         if max_pixels and decoded.width * decoded.height > max_pixels:
             scale = (max_pixels / (decoded.width * decoded.height)) ** 0.5
-            decoded = decoded.resize((max(1, int(decoded.width * scale)), max(1, int(decoded.height * scale))),
-                                     Image.Resampling.BICUBIC)
+            decoded = decoded.resize(
+                (max(1, int(decoded.width * scale)), max(1, int(decoded.height * scale))),
+                Image.Resampling.BICUBIC,
+            )
         images.append(decoded)
     return images
 
 
 def _prompt_text(processor: Any, row: dict[str, Any], data_cfg: Any, add_generation_prompt: bool) -> str:
-    return processor.apply_chat_template(build_messages(row, data_cfg), add_generation_prompt=add_generation_prompt,
-                                         tokenize=False)
+    return processor.apply_chat_template(
+        build_messages(row, data_cfg), add_generation_prompt=add_generation_prompt, tokenize=False
+    )
 
 
-def encode_prompts(processor: Any, rows: Sequence[dict[str, Any]], data_cfg: Any,
-                   add_generation_prompt: bool = True) -> BatchFeature:
+def encode_prompts(
+    processor: Any, rows: Sequence[dict[str, Any]], data_cfg: Any, add_generation_prompt: bool = True
+) -> BatchFeature:
     """Left-padded generation batch for ``rows``.
 
     Returns ``input_ids``, ``attention_mask``, ``mm_token_type_ids`` (B, T) and, when any row has
@@ -99,16 +105,24 @@ def encode_prompts(processor: Any, rows: Sequence[dict[str, Any]], data_cfg: Any
     """
     texts = [_prompt_text(processor, row, data_cfg, add_generation_prompt) for row in rows]
     images = [image for row in rows for image in decode_images(row, data_cfg.image_max_pixels)]
-    batch = processor(text=texts, images=images or None, return_tensors="pt", padding=True, padding_side="left")
+    batch = processor(
+        text=texts, images=images or None, return_tensors="pt", padding=True, padding_side="left"
+    )
     lengths = batch["attention_mask"].sum(dim=1)
     for row, length in zip(rows, lengths.tolist(), strict=True):
         if length > data_cfg.max_prompt_length:
-            logger.warning("row id=%s: prompt is %d tokens (> data.max_prompt_length=%d)", _row_id(row), length,
-                           data_cfg.max_prompt_length)
+            logger.warning(
+                "row id=%s: prompt is %d tokens (> data.max_prompt_length=%d)",
+                _row_id(row),
+                length,
+                data_cfg.max_prompt_length,
+            )
     return batch
 
 
-def encode_sft_examples(processor: Any, rows: Sequence[dict[str, Any]], data_cfg: Any, max_length: int) -> dict[str, torch.Tensor]:
+def encode_sft_examples(
+    processor: Any, rows: Sequence[dict[str, Any]], data_cfg: Any, max_length: int
+) -> dict[str, torch.Tensor]:
     """Right-padded SFT batch: prompt (as for generation) + the row's ``solution`` + ``<|im_end|>``.
 
     ``labels`` equal ``input_ids`` on the assistant reply (solution and closing ``<|im_end|>``) and
@@ -124,16 +138,28 @@ def encode_sft_examples(processor: Any, rows: Sequence[dict[str, Any]], data_cfg
     for row in rows:
         solution = row.get("solution") or ""
         if not solution.strip():
-            raise SchemaError(f"row id={_row_id(row)}: field 'solution' is empty; SFT needs a worked solution")
+            raise SchemaError(
+                f"row id={_row_id(row)}: field 'solution' is empty; SFT needs a worked solution"
+            )
         images = decode_images(row, data_cfg.image_max_pixels)
-        prompt = processor(text=[_prompt_text(processor, row, data_cfg, True)], images=images or None, return_tensors="pt")
+        prompt = processor(
+            text=[_prompt_text(processor, row, data_cfg, True)], images=images or None, return_tensors="pt"
+        )
         prompt_ids = prompt["input_ids"][0].tolist()
-        mm_types = prompt["mm_token_type_ids"][0].tolist() if "mm_token_type_ids" in prompt else [0] * len(prompt_ids)
+        mm_types = (
+            prompt["mm_token_type_ids"][0].tolist()
+            if "mm_token_type_ids" in prompt
+            else [0] * len(prompt_ids)
+        )
         if len(prompt_ids) >= max_length:
-            raise SchemaError(f"row id={_row_id(row)}: prompt is {len(prompt_ids)} tokens, >= max_length={max_length}")
+            raise SchemaError(
+                f"row id={_row_id(row)}: prompt is {len(prompt_ids)} tokens, >= max_length={max_length}"
+            )
         reply = tokenizer(solution, add_special_tokens=False)["input_ids"] + [end_id]
         reply = reply[: max_length - len(prompt_ids)]
-        sequences.append((prompt_ids + reply, [IGNORE_INDEX] * len(prompt_ids) + reply, mm_types + [0] * len(reply)))
+        sequences.append(
+            (prompt_ids + reply, [IGNORE_INDEX] * len(prompt_ids) + reply, mm_types + [0] * len(reply))
+        )
         if images:
             pixel_values.append(prompt["pixel_values"])
             grids.append(prompt["image_grid_thw"])

@@ -49,8 +49,14 @@ _BAR_LEVELS = {1: (3, 5), 2: (4, 9), 3: (5, 9)}
 
 
 # --------------------------------------------------------------------------- scenes
-def _shape_scene(rng: random.Random, size: int, difficulty: int, targets: dict[tuple[str, str], int],
-                 n_distract: int, distract_colours: list[str] | None = None) -> dict[str, Any]:
+def _shape_scene(
+    rng: random.Random,
+    size: int,
+    difficulty: int,
+    targets: dict[tuple[str, str], int],
+    n_distract: int,
+    distract_colours: list[str] | None = None,
+) -> dict[str, Any]:
     """Place shapes on a grid (one per cell, jittered, never overlapping).
 
     ``targets`` maps (colour, kind) -> how many to draw; distractors use other (colour, kind) pairs,
@@ -86,14 +92,25 @@ def _bar_scene(rng: random.Random, size: int, difficulty: int) -> dict[str, Any]
         value = rng.randint(1, max_value)
         x0 = left + 2 + i * width + 1
         x1 = x0 + width - 3
-        bars.append({"colour": colour, "value": value, "x0": x0, "x1": x1, "y0": base - value * unit, "y1": base})
-    return {"kind": "bars", "size": size, "axis_x": left, "baseline": base, "unit": unit, "max_value": max_value,
-            "bars": bars}
+        bars.append(
+            {"colour": colour, "value": value, "x0": x0, "x1": x1, "y0": base - value * unit, "y1": base}
+        )
+    return {
+        "kind": "bars",
+        "size": size,
+        "axis_x": left,
+        "baseline": base,
+        "unit": unit,
+        "max_value": max_value,
+        "bars": bars,
+    }
 
 
 def count_matching(scene: dict[str, Any], colour: str, shape: str | None) -> int:
     """Number of objects of ``colour`` (and ``shape`` unless None) in a shapes scene."""
-    return sum(1 for o in scene["objects"] if o["colour"] == colour and (shape is None or o["shape"] == shape))
+    return sum(
+        1 for o in scene["objects"] if o["colour"] == colour and (shape is None or o["shape"] == shape)
+    )
 
 
 # --------------------------------------------------------------------------- items (text + scene)
@@ -135,7 +152,9 @@ def _compare_item(rng: random.Random, size: int, difficulty: int) -> dict[str, A
         na, nb = nb, na
     kind = rng.choice(kinds)
     others = [c for c in COLOURS if c not in (a, b)]
-    scene = _shape_scene(rng, size, difficulty, {(a, kind): na, (b, kind): nb}, rng.randint(0, max_distract), others)
+    scene = _shape_scene(
+        rng, size, difficulty, {(a, kind): na, (b, kind): nb}, rng.randint(0, max_distract), others
+    )
     winner = a if na > nb else b
     hi, lo = max(na, nb), min(na, nb)
     return {
@@ -191,7 +210,7 @@ def _choice_item(rng: random.Random, size: int, difficulty: int) -> dict[str, An
     letters = string.ascii_uppercase[:n_options]
     letter = letters[options.index(str(n))]
     listing = "\n".join(f"{lt}. {opt}" for lt, opt in zip(letters, options, strict=True))
-    noun = item["problem"][len("How many "):-len(" are there?")]
+    noun = item["problem"][len("How many ") : -len(" are there?")]
     steps = ", ".join(str(i) for i in range(1, n + 1)) if n else "none"
     item.update(
         problem=f"{item['problem']}\n{listing}\nAnswer with the option's letter.",
@@ -203,8 +222,13 @@ def _choice_item(rng: random.Random, size: int, difficulty: int) -> dict[str, An
     return item
 
 
-_MAKERS = {"count": _count_item, "compare": _compare_item, "bar_read": _bar_read_item, "bar_add": _bar_add_item,
-           "choice": _choice_item}
+_MAKERS = {
+    "count": _count_item,
+    "compare": _compare_item,
+    "bar_read": _bar_read_item,
+    "bar_add": _bar_add_item,
+    "choice": _choice_item,
+}
 
 
 # --------------------------------------------------------------------------- rendering
@@ -248,14 +272,18 @@ def _check_config(cfg: SyntheticConfig) -> None:
     if bad_levels or not cfg.difficulty:
         raise ValueError(f"data.synthetic.difficulty: {bad_levels or '[]'} not in {list(DIFFICULTIES)}")
     if cfg.seed == cfg.test_seed:
-        raise ValueError(f"data.synthetic.seed == data.synthetic.test_seed ({cfg.seed}): splits must use disjoint seeds")
+        raise ValueError(
+            f"data.synthetic.seed == data.synthetic.test_seed ({cfg.seed}): splits must use disjoint seeds"
+        )
 
 
 def _content_key(item: dict[str, Any]) -> str:
     return json.dumps([item["problem"], item["scene"]], sort_keys=True)
 
 
-def _items(cfg: SyntheticConfig, split: str, size: int, n: int, exclude: set[str]) -> Iterator[tuple[int, str, int, dict]]:
+def _items(
+    cfg: SyntheticConfig, split: str, size: int, n: int, exclude: set[str]
+) -> Iterator[tuple[int, str, int, dict]]:
     """Deterministic stream of (index, family, difficulty, item) for one split, skipping ``exclude``."""
     seed = cfg.seed if split == "train" else cfg.test_seed
     rng = random.Random(f"care-synthetic/{seed}")
@@ -296,8 +324,15 @@ def generate_rows(cfg: SyntheticConfig, split: str, image_size: int = 64) -> lis
     rows = []
     for index, family, difficulty, item in _items(cfg, split, image_size, n, exclude):
         row_id = f"synthetic-{split}-{index:06d}"
-        meta = {"family": family, "difficulty": difficulty, "split": split, "seed": seed, "index": index,
-                "query": item["query"], "scene": item["scene"]}
+        meta = {
+            "family": family,
+            "difficulty": difficulty,
+            "split": split,
+            "seed": seed,
+            "index": index,
+            "query": item["query"],
+            "scene": item["scene"],
+        }
         rows.append(
             {
                 "id": row_id,
@@ -329,5 +364,7 @@ def corpus_texts(n: int = 3000, seed: int = 0, image_size: int = 64) -> list[str
 def write_synthetic(cfg: SyntheticConfig, out_dir: str | Path, image_size: int = 64) -> dict[str, int]:
     """Write ``out_dir/train.parquet`` and ``out_dir/test.parquet``; returns row counts per split."""
     out_dir = Path(out_dir)
-    return {split: write_examples(generate_rows(cfg, split, image_size), out_dir / f"{split}.parquet")
-            for split in ("train", "test")}
+    return {
+        split: write_examples(generate_rows(cfg, split, image_size), out_dir / f"{split}.parquet")
+        for split in ("train", "test")
+    }

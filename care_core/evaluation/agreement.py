@@ -46,7 +46,9 @@ def mathvista_agreement(files: list[Path]) -> dict[str, Any]:
             choices = [str(c) for c in (r.get("choices") or [])]
             precision = int(float(r["precision"])) if r.get("precision") else None
             extraction = None if r["extraction"] is None else str(r["extraction"])
-            pred = official.mathvista_normalize(extraction, choices, r["question_type"], r["answer_type"], precision)
+            pred = official.mathvista_normalize(
+                extraction, choices, r["question_type"], r["answer_type"], precision
+            )
             truth = bool(r["true_false"])
             mc = r["question_type"] == "multi_choice"
             item = {"id": f"mathvista/{pid}", "answer": LETTERS[choices.index(r["answer"])] if mc else r["answer"],
@@ -99,7 +101,9 @@ def mmmu_agreement(folders: list[Path]) -> dict[str, Any]:
                     if theirs is None:
                         continue
                     if r["question_type"] == "multiple-choice":
-                        ours = official.mmmu_choice(r["response"], [r["index2ans"][c] for c in r["all_choices"]], r["id"])
+                        ours = official.mmmu_choice(
+                            r["response"], [r["index2ans"][c] for c in r["all_choices"]], r["id"]
+                        )
                         if ours == _GUESS:
                             guessed += 1
                             continue
@@ -110,8 +114,13 @@ def mmmu_agreement(folders: list[Path]) -> dict[str, Any]:
                         open_ok += str(theirs) in [str(c) for c in official.mmmu_open_parse(r["response"])]
     finally:
         official.seeded_guess = original
-    return {"multiple_choice": mc, "multiple_choice_agree": mc_ok, "guessed": guessed, "open": open_n,
-            "open_agree": open_ok}
+    return {
+        "multiple_choice": mc,
+        "multiple_choice_agree": mc_ok,
+        "guessed": guessed,
+        "open": open_n,
+        "open_agree": open_ok,
+    }
 
 
 def mathvision_agreement(paths: list[Path]) -> dict[str, Any]:
@@ -134,8 +143,9 @@ def mathvision_agreement(paths: list[Path]) -> dict[str, Any]:
             ours = official.mathvision_extract(r["response"])
             n += 1
             extraction_ok += ours == r.get("model_answer")
-            verdict_ok += (official.mathvision_equal(ours, answer) or official.mathvision_equal(ours, value)) == bool(
-                r["correct"])
+            verdict_ok += (
+                official.mathvision_equal(ours, answer) or official.mathvision_equal(ours, value)
+            ) == bool(r["correct"])
     return {"n": n, "extraction": extraction_ok, "verdict": verdict_ok}
 
 
@@ -144,8 +154,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("benchmark", choices=["mathvista", "mathvision", "mmmu_pro", "mmmu"])
     parser.add_argument("paths", nargs="+", type=Path)
     args = parser.parse_args(argv)
-    fn = {"mathvista": mathvista_agreement, "mathvision": mathvision_agreement, "mmmu_pro": mmmu_pro_agreement,
-          "mmmu": mmmu_agreement}[args.benchmark]
+    fn = {
+        "mathvista": mathvista_agreement,
+        "mathvision": mathvision_agreement,
+        "mmmu_pro": mmmu_pro_agreement,
+        "mmmu": mmmu_agreement,
+    }[args.benchmark]
     result = fn(args.paths)
     print(json.dumps(result, indent=1))
     return result

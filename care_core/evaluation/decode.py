@@ -45,7 +45,9 @@ def decode_texts(processor: Any, sequences: torch.Tensor, stop_ids: set[int]) ->
             if token in stop_ids:
                 break
             kept.append(token)
-        texts.append(processor.tokenizer.decode(kept, skip_special_tokens=False, clean_up_tokenization_spaces=False))
+        texts.append(
+            processor.tokenizer.decode(kept, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        )
     return texts
 
 

@@ -71,7 +71,9 @@ class PredictionLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
         with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write("".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in self.records.values()))
+            handle.write(
+                "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in self.records.values())
+            )
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, self.path)

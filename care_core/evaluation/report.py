@@ -87,7 +87,9 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.2f}"
 
 
-def results_markdown(results: Mapping[str, BenchmarkResult], macro: float | None, title: str = "Evaluation") -> str:
+def results_markdown(
+    results: Mapping[str, BenchmarkResult], macro: float | None, title: str = "Evaluation"
+) -> str:
     """A Markdown report: the summary table (six benchmarks, macro average, synthetic), then one
     per-category table per benchmark and dimension."""
     lines = [f"# {title}", "", "| benchmark | n | accuracy (%) | format (%) |", "|---|---:|---:|---:|"]
@@ -95,19 +97,31 @@ def results_markdown(results: Mapping[str, BenchmarkResult], macro: float | None
     for name in ordered:
         if name in SIX_BENCHMARKS:
             r = results[name]
-            lines.append(f"| {DISPLAY_NAMES.get(name, name)} | {r.n} | {_pct(r.accuracy)} | {_pct(r.format_rate)} |")
+            lines.append(
+                f"| {DISPLAY_NAMES.get(name, name)} | {r.n} | {_pct(r.accuracy)} | {_pct(r.format_rate)} |"
+            )
     if macro is not None:
         count = sum(1 for n in SIX_BENCHMARKS if n in results)
         lines.append(f"| **macro average ({count} of 6)** | | **{_pct(macro)}** | |")
     for name in ordered:
         if name not in SIX_BENCHMARKS:
             r = results[name]
-            lines.append(f"| {DISPLAY_NAMES.get(name, name)} | {r.n} | {_pct(r.accuracy)} | {_pct(r.format_rate)} |")
+            lines.append(
+                f"| {DISPLAY_NAMES.get(name, name)} | {r.n} | {_pct(r.accuracy)} | {_pct(r.format_rate)} |"
+            )
     skips = [f"{DISPLAY_NAMES.get(n, n)}: {results[n].skipped}" for n in ordered if results[n].skipped]
     if skips:
         lines += ["", "Bad rows skipped (data.bad_rows=skip; not in n): " + ", ".join(skips)]
     for name in ordered:
         for dimension, values in results[name].categories.items():
-            lines += ["", f"## {DISPLAY_NAMES.get(name, name)} by {dimension}", "", f"| {dimension} | n | accuracy (%) |", "|---|---:|---:|"]
-            lines += [f"| {label} | {cell['n']} | {_pct(cell['accuracy'])} |" for label, cell in values.items()]
+            lines += [
+                "",
+                f"## {DISPLAY_NAMES.get(name, name)} by {dimension}",
+                "",
+                f"| {dimension} | n | accuracy (%) |",
+                "|---|---:|---:|",
+            ]
+            lines += [
+                f"| {label} | {cell['n']} | {_pct(cell['accuracy'])} |" for label, cell in values.items()
+            ]
     return "\n".join(lines) + "\n"

@@ -68,12 +68,16 @@ def pack(items: Sequence[SequenceItem], device: torch.device | str = "cpu", pad_
         parts = [it.mm_inputs[key] for it in items if key in it.mm_inputs]
         model_inputs[key] = torch.cat(parts, dim=0)
     model_inputs = {k: v.to(device) for k, v in model_inputs.items()}
-    return PackedBatch(model_inputs, response_ids.to(device), response_index.to(device), response_mask.to(device))
+    return PackedBatch(
+        model_inputs, response_ids.to(device), response_index.to(device), response_mask.to(device)
+    )
 
 
 def image_token_id(model: torch.nn.Module) -> int | None:
     """The model's image placeholder id (unwraps DeepSpeed/DDP wrappers)."""
-    config = getattr(getattr(model, "module", model), "config", None)  # a DeepSpeed engine's .config is its ds config
+    config = getattr(
+        getattr(model, "module", model), "config", None
+    )  # a DeepSpeed engine's .config is its ds config
     value = getattr(config, "image_token_id", None)
     return int(value) if value is not None else None
 

@@ -66,7 +66,9 @@ def check_model_path(path: str | Path, what: str = "model") -> None:
             raise ModelPathError(f"{what} folder has no config.json (not a saved HF model)", ref)
         return
     if looks_local(ref):
-        raise ModelPathError(f"{what} folder does not exist (a local path is not looked up on the model hub)", ref)
+        raise ModelPathError(
+            f"{what} folder does not exist (a local path is not looked up on the model hub)", ref
+        )
 
 
 def _resolve(path: str, cache_dir: str | None) -> str:
@@ -85,14 +87,18 @@ def _model_type(path: str) -> str:
         except (KeyError, json.JSONDecodeError, UnicodeDecodeError) as exc:
             from care_core.errors import FileFault
 
-            raise FileFault(f"cannot read field 'model_type': {type(exc).__name__}: {exc}", str(config_file)) from None
+            raise FileFault(
+                f"cannot read field 'model_type': {type(exc).__name__}: {exc}", str(config_file)
+            ) from None
     return str(AutoConfig.from_pretrained(path).model_type)
 
 
 def check_processor_handles_images(processor: Any, where: str) -> None:
     """Raise ``TypeError`` unless ``processor`` turns an image into pixel values and image tokens."""
     if getattr(processor, "image_processor", None) is None or getattr(processor, "tokenizer", None) is None:
-        raise TypeError(f"{where}: processor {type(processor).__name__} has no image processor/tokenizer; images would be ignored")
+        raise TypeError(
+            f"{where}: processor {type(processor).__name__} has no image processor/tokenizer; images would be ignored"
+        )
     factor = processor.image_processor.patch_size * processor.image_processor.merge_size
     image = Image.new("RGB", (2 * factor, 2 * factor), "white")
     text = processor.apply_chat_template(
@@ -103,7 +109,9 @@ def check_processor_handles_images(processor: Any, where: str) -> None:
     batch = processor(text=[text], images=[image], return_tensors="pt")
     image_tokens = int((batch["input_ids"] == processor.image_token_id).sum())
     if "pixel_values" not in batch or image_tokens == 0:
-        raise TypeError(f"{where}: processor {type(processor).__name__} does not handle images (no pixel_values/image tokens)")
+        raise TypeError(
+            f"{where}: processor {type(processor).__name__} does not handle images (no pixel_values/image tokens)"
+        )
 
 
 def load_processor(path_or_id: str, cache_dir: str | None = None) -> Any:
@@ -112,7 +120,9 @@ def load_processor(path_or_id: str, cache_dir: str | None = None) -> Any:
     model_type = _model_type(path)
     cls = PROCESSOR_CLASSES.get(model_type)
     if cls is None:
-        raise ValueError(f"{path}: model_type {model_type!r} has no known image processor class; supported: {sorted(PROCESSOR_CLASSES)}")
+        raise ValueError(
+            f"{path}: model_type {model_type!r} has no known image processor class; supported: {sorted(PROCESSOR_CLASSES)}"
+        )
     processor = cls.from_pretrained(path)
     check_processor_handles_images(processor, path)
     if processor.tokenizer.pad_token is None:
@@ -139,15 +149,24 @@ def load_policy(
     from care_core.errors import file_fault
 
     with file_fault(path, "cannot load the model weights"):
-        model = AutoModelForImageTextToText.from_pretrained(path, dtype=DTYPES[dtype], attn_implementation=attn_implementation)
+        model = AutoModelForImageTextToText.from_pretrained(
+            path, dtype=DTYPES[dtype], attn_implementation=attn_implementation
+        )
     if device is not None:
         model.to(device)
     model.eval()
-    logger.info("loaded %s from %s (%d params)", type(model).__name__, path, sum(p.numel() for p in model.parameters()))
+    logger.info(
+        "loaded %s from %s (%d params)",
+        type(model).__name__,
+        path,
+        sum(p.numel() for p in model.parameters()),
+    )
     return model, processor
 
 
-def save_policy(model: torch.nn.Module, processor: Any, out_dir: str | Path, state_dict: dict | None = None) -> Path:
+def save_policy(
+    model: torch.nn.Module, processor: Any, out_dir: str | Path, state_dict: dict | None = None
+) -> Path:
     """Save ``model`` (+ ``processor``) as an HF folder at ``out_dir``, atomically.
 
     Everything is written to a private sibling folder and renamed in when complete

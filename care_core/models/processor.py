@@ -31,21 +31,39 @@ CHAT_TEMPLATE = (
 class ImageOnlyQwen2VLProcessor(Qwen2VLProcessor):
     """``Qwen2VLProcessor`` without the video processor (image processor + tokenizer only)."""
 
-    def __init__(self, image_processor: Any = None, tokenizer: Any = None, chat_template: str | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        image_processor: Any = None,
+        tokenizer: Any = None,
+        chat_template: str | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(image_processor, tokenizer, None, chat_template=chat_template)
 
 
 class ImageOnlyQwen2_5_VLProcessor(Qwen2_5_VLProcessor):  # noqa: N801 (mirrors the transformers name)
     """``Qwen2_5_VLProcessor`` without the video processor (image processor + tokenizer only)."""
 
-    def __init__(self, image_processor: Any = None, tokenizer: Any = None, chat_template: str | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        image_processor: Any = None,
+        tokenizer: Any = None,
+        chat_template: str | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(image_processor, tokenizer, None, chat_template=chat_template)
 
 
 class ImageOnlyQwen3VLProcessor(Qwen3VLProcessor):
     """``Qwen3VLProcessor`` without the video processor (image processor + tokenizer only)."""
 
-    def __init__(self, image_processor: Any = None, tokenizer: Any = None, chat_template: str | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        image_processor: Any = None,
+        tokenizer: Any = None,
+        chat_template: str | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(image_processor, tokenizer, None, chat_template=chat_template)
 
 

@@ -70,7 +70,9 @@ class TinySpec:
     image_size: int = 64
 
     def key(self) -> str:
-        blob = json.dumps({"v": BUILDER_VERSION, **asdict(self), "arch": asdict(PRESETS[self.preset])}, sort_keys=True)
+        blob = json.dumps(
+            {"v": BUILDER_VERSION, **asdict(self), "arch": asdict(PRESETS[self.preset])}, sort_keys=True
+        )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -86,8 +88,10 @@ def _corpus(seed: int) -> list[str]:
         corpus_texts = None
     if corpus_texts is not None:
         # as the chat template lays them out, so role names become single tokens
-        lines += [f"system\n{DataConfig().system_prompt}\nuser\n{text}\nassistant\n"
-                  for text in corpus_texts(n=3000, seed=seed)]
+        lines += [
+            f"system\n{DataConfig().system_prompt}\nuser\n{text}\nassistant\n"
+            for text in corpus_texts(n=3000, seed=seed)
+        ]
     return lines
 
 
@@ -105,14 +109,25 @@ def build_processor(spec: TinySpec) -> ImageOnlyQwen2_5_VLProcessor:
         min_pixels=factor * factor,
         max_pixels=max_pixels,
     )
-    return ImageOnlyQwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE)
+    return ImageOnlyQwen2_5_VLProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE
+    )
 
 
 def build_config(spec: TinySpec, processor: ImageOnlyQwen2_5_VLProcessor) -> Qwen2_5_VLConfig:
     arch = PRESETS[spec.preset]
     tok = processor.tokenizer
-    ids = {t: tok.convert_tokens_to_ids(t) for t in ("<|endoftext|>", "<|im_end|>", "<|image_pad|>", "<|video_pad|>",
-                                                     "<|vision_start|>", "<|vision_end|>")}
+    ids = {
+        t: tok.convert_tokens_to_ids(t)
+        for t in (
+            "<|endoftext|>",
+            "<|im_end|>",
+            "<|image_pad|>",
+            "<|video_pad|>",
+            "<|vision_start|>",
+            "<|vision_end|>",
+        )
+    }
     vocab = ((len(tok) + 63) // 64) * 64  # pad the embedding to a multiple of 64
     window = arch.patch_size * arch.merge_size * 2  # 2x2 merged tokens per attention window
     return Qwen2_5_VLConfig(
@@ -124,7 +139,11 @@ def build_config(spec: TinySpec, processor: ImageOnlyQwen2_5_VLProcessor) -> Qwe
             "num_attention_heads": arch.heads,
             "num_key_value_heads": arch.kv_heads,
             "max_position_embeddings": 4096,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": list(arch.mrope_section)},
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 10000.0,
+                "mrope_section": list(arch.mrope_section),
+            },
             "bos_token_id": ids["<|endoftext|>"],
             "eos_token_id": ids["<|im_end|>"],
             "pad_token_id": ids["<|endoftext|>"],
@@ -185,9 +204,11 @@ def parse_tiny_uri(uri: str) -> str:
     """``tiny://tiny`` -> ``"tiny"``."""
     if not uri.startswith(TINY_SCHEME):
         raise ValueError(f"not a tiny model id: {uri!r} (expected {TINY_SCHEME}<preset>)")
-    preset = uri[len(TINY_SCHEME):].strip("/") or "tiny"
+    preset = uri[len(TINY_SCHEME) :].strip("/") or "tiny"
     if preset not in PRESETS:
-        raise ValueError(f"model.path={uri!r}: unknown tiny preset {preset!r}; choose one of {sorted(PRESETS)}")
+        raise ValueError(
+            f"model.path={uri!r}: unknown tiny preset {preset!r}; choose one of {sorted(PRESETS)}"
+        )
     return preset
 
 
@@ -206,7 +227,13 @@ def ensure_tiny_vlm(spec: TinySpec, cache_dir: str | Path) -> Path:
         except OSError:  # another process won the race; its folder is equivalent
             if not (target / "tiny_model.json").is_file():
                 raise
-        logger.info("built tiny VLM %s (%d params, %.1fs) at %s", spec.preset, info["params"], info["build_seconds"], target)
+        logger.info(
+            "built tiny VLM %s (%d params, %.1fs) at %s",
+            spec.preset,
+            info["params"],
+            info["build_seconds"],
+            target,
+        )
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

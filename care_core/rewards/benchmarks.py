@@ -92,7 +92,16 @@ def item_meta(item: dict[str, Any]) -> dict[str, Any]:
         meta = dict(raw)
     else:
         meta = {}
-    for key in ("precision", "category", "subject", "task", "skills", "problem_version", "level", "question_type"):
+    for key in (
+        "precision",
+        "category",
+        "subject",
+        "task",
+        "skills",
+        "problem_version",
+        "level",
+        "question_type",
+    ):
         if item.get(key) is not None:
             meta[key] = item[key]
     return meta
@@ -230,8 +239,11 @@ def judge_mathvista(response: str, item: dict[str, Any], scoring: str = "officia
         return numbers_equal(pred, answer, precision=_precision(meta))
     if native == "list":
         truth, guess = _parse_list(answer), _parse_list(pred)
-        return truth is not None and guess is not None and len(truth) == len(guess) and all(
-            abs(a - b) < 1e-9 for a, b in zip(truth, guess, strict=True)
+        return (
+            truth is not None
+            and guess is not None
+            and len(truth) == len(guess)
+            and all(abs(a - b) < 1e-9 for a, b in zip(truth, guess, strict=True))
         )
     return normalize_text(pred) == normalize_text(answer)
 
@@ -264,8 +276,11 @@ def judge_mathvision(response: str, item: dict[str, Any], scoring: str = "offici
         return official.mathvision_equal(pred, answer) or official.mathvision_equal(pred, value)
     pred = last_boxed(response)
     if pred is None:
-        pred = extract_answer(response, "last_line" if choices else "last_number",
-                              numeric=bool(not choices and _gold_is_number(answer)))
+        pred = extract_answer(
+            response,
+            "last_line" if choices else "last_number",
+            numeric=bool(not choices and _gold_is_number(answer)),
+        )
     if pred is None:
         return False
     if choices:
@@ -364,7 +379,13 @@ def mmmu_open_match(response: str, answer: str) -> bool:
     """Strict open match: a numeric gold (fractions too) equals a candidate to 2 decimals; a string
     gold is inside a candidate (a one-letter gold only as a whole word)."""
     candidates = mmmu_open_candidates(response)
-    exact = [v for c in candidates if isinstance(c, str) for n in _OPEN_NUMBER_RE.findall(c) for v in number_readings(n)]
+    exact = [
+        v
+        for c in candidates
+        if isinstance(c, str)
+        for n in _OPEN_NUMBER_RE.findall(c)
+        for v in number_readings(n)
+    ]
     for gold in _gold_list(answer):
         readings = number_readings(gold)
         if readings and "/" in gold:  # a fraction gold: equal values, not equal to 2 decimals
@@ -404,7 +425,8 @@ def judge_mmmu(response: str, item: dict[str, Any], scoring: str = "official") -
 # "Answer: B", "Answer: (B)", "**Answer:** B", "Answer: **B**"; the letter ends its clause
 # ("Answer: I think B" names no letter here: the parse below finds B)
 _ANSWER_LINE_RE = re.compile(
-    r"Answer\s*:\s*(?:\*\*|__)?\s*\(?\s*(?:\*\*|__)?([A-J])(?:\*\*|__)?\)?(?=\s*(?:$|[.,;:!)\]*_]))", re.MULTILINE
+    r"Answer\s*:\s*(?:\*\*|__)?\s*\(?\s*(?:\*\*|__)?([A-J])(?:\*\*|__)?\)?(?=\s*(?:$|[.,;:!)\]*_]))",
+    re.MULTILINE,
 )
 
 
@@ -438,7 +460,9 @@ def _mmmu_categories(item: dict[str, Any], meta: dict[str, Any]) -> dict[str, li
     return {"subject": [subject], "discipline": [discipline]}
 
 
-def _categories_from(keys: tuple[str, ...]) -> Callable[[dict[str, Any], dict[str, Any]], dict[str, list[str]]]:
+def _categories_from(
+    keys: tuple[str, ...],
+) -> Callable[[dict[str, Any], dict[str, Any]], dict[str, list[str]]]:
     def categorize(item: dict[str, Any], meta: dict[str, Any]) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
         for key in keys:
@@ -456,15 +480,18 @@ Judge = Callable[..., bool]
 Categorize = Callable[[dict[str, Any], dict[str, Any]], dict[str, list[str]]]
 
 
-def _score(name: str, judge: Judge, categorize: Categorize, items: list[dict[str, Any]],
-           scoring: str = "official") -> dict[str, Any]:
+def _score(
+    name: str, judge: Judge, categorize: Categorize, items: list[dict[str, Any]], scoring: str = "official"
+) -> dict[str, Any]:
     check_scoring(scoring)
     per_item: list[int] = []
     ids: list[str] = []
     by_category: dict[str, dict[str, dict[str, Any]]] = {}
     for index, item in enumerate(items):
         if "response" not in item or "answer" not in item:
-            raise ValueError(f"{name} item {index} (id={item.get('id')!r}): needs fields 'response' and 'answer'")
+            raise ValueError(
+                f"{name} item {index} (id={item.get('id')!r}): needs fields 'response' and 'answer'"
+            )
         correct = int(bool(judge(str(item["response"] or ""), item, scoring)))
         per_item.append(correct)
         ids.append(str(item.get("id", index)))

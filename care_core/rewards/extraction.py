@@ -261,7 +261,9 @@ def _subseq_positions(ids: list[int], pattern: list[int]) -> list[int]:
     return [i for i in range(len(ids) - n + 1) if ids[i : i + n] == pattern]
 
 
-def _spans_from_tag_ids(ids: list[int], tag_ids: dict[str, Sequence[int]], include_tags: bool = True) -> tuple[Span, Span]:
+def _spans_from_tag_ids(
+    ids: list[int], tag_ids: dict[str, Sequence[int]], include_tags: bool = True
+) -> tuple[Span, Span]:
     def seq(key: str, default_tag: str) -> list[int]:
         value = tag_ids.get(key, tag_ids.get(default_tag))
         if value is None:
@@ -276,7 +278,9 @@ def _spans_from_tag_ids(ids: list[int], tag_ids: dict[str, Sequence[int]], inclu
     if opens:
         after = [c for c in closes if c >= opens[0] + len(t_open)]
         if after:
-            think = (opens[0], after[0] + len(t_close)) if include_tags else (opens[0] + len(t_open), after[0])
+            think = (
+                (opens[0], after[0] + len(t_close)) if include_tags else (opens[0] + len(t_open), after[0])
+            )
     elif closes:
         think = (0, closes[0] + len(t_close)) if include_tags else (0, closes[0])
     search_from = (think[1] + (0 if include_tags else len(t_close))) if think != ABSENT else 0
@@ -292,7 +296,9 @@ def _spans_from_tag_ids(ids: list[int], tag_ids: dict[str, Sequence[int]], inclu
     return think, answer
 
 
-def find_spans_tokens(token_ids: Sequence[int], tokenizer_or_tag_ids: Any, include_tags: bool = True) -> tuple[Span, Span]:
+def find_spans_tokens(
+    token_ids: Sequence[int], tokenizer_or_tag_ids: Any, include_tags: bool = True
+) -> tuple[Span, Span]:
     """Token spans ``[start, end)`` of the think and answer blocks, ``(-1, -1)`` if absent.
 
     ``include_tags``: the spans cover the tag tokens too (default, the text contract above), or

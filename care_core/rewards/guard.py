@@ -103,7 +103,9 @@ class _ProcessWorker:
         self._process = None
         self._conn = None
 
-    def call(self, fn: Callable[..., Any], args: tuple, timeout_s: float, start_grace_s: float) -> tuple[bool, Any]:
+    def call(
+        self, fn: Callable[..., Any], args: tuple, timeout_s: float, start_grace_s: float
+    ) -> tuple[bool, Any]:
         with self._lock:
             if self._process is None or not self._process.is_alive():
                 self._start()

@@ -71,8 +71,9 @@ def _float_or_none(text: str) -> float | None:
 
 
 # --------------------------------------------------------------------------- MathVista
-def mathvista_normalize(extraction: str | None, choices: list[str], question_type: str, answer_type: str,
-                        precision: int | None) -> str | None:
+def mathvista_normalize(
+    extraction: str | None, choices: list[str], question_type: str, answer_type: str, precision: int | None
+) -> str | None:
     """MathVista's normalisation of an extracted answer to the form of the gold string."""
     if question_type == "multi_choice":
         text = (extraction or "").strip()
@@ -99,7 +100,9 @@ def mathvista_normalize(extraction: str | None, choices: list[str], question_typ
 
 # --------------------------------------------------------------------------- MATH-Vision
 _LATEX_COMMAND_RE = re.compile(r"\\[a-zA-Z]+")
-_NOT_EVALUABLE_RE = re.compile(r"[%\u2212\u00b0\u03c0\u221a]|\\!|\\(?:mathrm|text|mbox|operatorname|mathbf|circ|degree)\b")
+_NOT_EVALUABLE_RE = re.compile(
+    r"[%\u2212\u00b0\u03c0\u221a]|\\!|\\(?:mathrm|text|mbox|operatorname|mathbf|circ|degree)\b"
+)
 
 
 def _latex_value(text: str, timeout_s: float = 3.0) -> float | None:
@@ -215,8 +218,13 @@ def mathvision_extract(response: str) -> str:
     """MATH-V's rule-based answer of a response (its phrase, letter and box rules)."""
     answer = response.strip()
     for c in "ABCDE":
-        if (answer.endswith(f" {c}.") or answer.endswith(f" ({c}).") or answer.startswith(f"{c}\n")
-                or answer.startswith(f"({c})\n") or answer.startswith(f"({c}) {c}\n")):
+        if (
+            answer.endswith(f" {c}.")
+            or answer.endswith(f" ({c}).")
+            or answer.startswith(f"{c}\n")
+            or answer.startswith(f"({c})\n")
+            or answer.startswith(f"({c}) {c}\n")
+        ):
             answer = c
     tail = answer.split("is ")[-1].rstrip(".")
     if _float_or_none(tail) is not None:

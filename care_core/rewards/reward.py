@@ -37,4 +37,8 @@ def score_response(
     pred = extract_answer(response, fallback, numeric=gold_is_numeric(answer, answer_type))
     accuracy = verify(pred, answer, answer_type, choices, precision, data_source, timeout_s)
     fmt = format_reward(response)
-    return {"reward": (1.0 - format_weight) * accuracy + format_weight * fmt, "accuracy": accuracy, "format": fmt}
+    return {
+        "reward": (1.0 - format_weight) * accuracy + format_weight * fmt,
+        "accuracy": accuracy,
+        "format": fmt,
+    }

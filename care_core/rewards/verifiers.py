@@ -32,7 +32,9 @@ MAX_MATH_VERIFY_CHARS = 2000
 
 _MINUS = str.maketrans({"\u2212": "-", "\u2013": "-", "\u2014": "-", "\ufe63": "-", "\uff0d": "-"})
 _TEXT_WRAP_RE = re.compile(r"\\(?:text|mathrm|textbf|mathbf|operatorname)\s*\{([^{}]*)\}")
-_FRAC_RE = re.compile(r"^([-+]?)\\[dt]?frac\s*\{\s*([-+]?\d+(?:\.\d+)?)\s*\}\s*\{\s*([-+]?\d+(?:\.\d+)?)\s*\}$")
+_FRAC_RE = re.compile(
+    r"^([-+]?)\\[dt]?frac\s*\{\s*([-+]?\d+(?:\.\d+)?)\s*\}\s*\{\s*([-+]?\d+(?:\.\d+)?)\s*\}$"
+)
 _SLASH_RE = re.compile(r"^([-+]?\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)$")
 _NUM_RE = re.compile(
     r"^(?P<sign>[-+]?)\s*(?P<cur>\$)?\s*"
@@ -82,7 +84,7 @@ def number_readings(text: str | None) -> list[float]:
     frac = _FRAC_RE.match(s) or _SLASH_RE.match(s)
     if frac:
         groups = frac.groups()
-        sign, num, den = (groups if len(groups) == 3 else ("", *groups))
+        sign, num, den = groups if len(groups) == 3 else ("", *groups)
         den_value = float(den)
         if den_value == 0:
             return []
@@ -115,7 +117,9 @@ def normalize_text(text: str) -> str:
     s = _strip_latex(text).lower()
     s = s.replace("**", "")
     s = " ".join(s.split())
-    s = s.strip(string.punctuation.replace("%", "").replace("(", "").replace(")", "") + " \"'\u201c\u201d\u2018\u2019")
+    s = s.strip(
+        string.punctuation.replace("%", "").replace("(", "").replace(")", "") + " \"'\u201c\u201d\u2018\u2019"
+    )
     if s.startswith("(") and s.endswith(")") and s.count("(") == 1:
         s = s[1:-1].strip()
     for article in ("the ", "a ", "an "):
@@ -159,7 +163,9 @@ _BARE_LETTER_RE = re.compile(r"^[\(\[\{]?\s*([A-Ja-j])\s*[\)\]\}]?\s*[.:)]?$")
 _LEAD_LETTER_RE = re.compile(r"^(?:option|choice)?\s*[\(\[]?([A-J])\s*(?:[\)\].:]|\s-)\s*\S")
 _PAREN_LETTER_RE = re.compile(r"\(([A-J])\)")
 # keywords in any case; the letter itself must be upper case ("the answer is a square" names no option)
-_KEYWORD_LETTER_RE = re.compile(r"(?i:option|choice|answer(?:\s+is)?|answer\s*:)\s*[:\-]?\s*[\(\[]?([A-J])(?![A-Za-z])")
+_KEYWORD_LETTER_RE = re.compile(
+    r"(?i:option|choice|answer(?:\s+is)?|answer\s*:)\s*[:\-]?\s*[\(\[]?([A-J])(?![A-Za-z])"
+)
 
 
 def _valid_letters(choices: list[str] | None) -> str:
@@ -180,7 +186,9 @@ def choice_letter(pred: str | None, choices: list[str] | None) -> str | None:
     match = _LEAD_LETTER_RE.match(s)
     if match and match.group(1) in valid:
         return match.group(1)
-    found = {m.group(1) for m in _PAREN_LETTER_RE.finditer(s)} | {m.group(1) for m in _KEYWORD_LETTER_RE.finditer(s)}
+    found = {m.group(1) for m in _PAREN_LETTER_RE.finditer(s)} | {
+        m.group(1) for m in _KEYWORD_LETTER_RE.finditer(s)
+    }
     found &= set(valid)
     if len(found) == 1:
         return found.pop()
@@ -193,12 +201,16 @@ def choice_letter(pred: str | None, choices: list[str] | None) -> str | None:
     numeric = [i for i, c in enumerate(choices) if number_readings(str(c)) and numbers_equal(s, str(c))]
     if len(numeric) == 1:
         return LETTERS[numeric[0]]
-    contained = [i for i, c in enumerate(choices) if normalize_text(str(c)) and normalize_text(str(c)) in norm]
+    contained = [
+        i for i, c in enumerate(choices) if normalize_text(str(c)) and normalize_text(str(c)) in norm
+    ]
     # drop options that are substrings of another contained option ("5" inside "15")
     contained = [
         i
         for i in contained
-        if not any(j != i and normalize_text(str(choices[i])) in normalize_text(str(choices[j])) for j in contained)
+        if not any(
+            j != i and normalize_text(str(choices[i])) in normalize_text(str(choices[j])) for j in contained
+        )
     ]
     if len(contained) == 1:
         return LETTERS[contained[0]]
@@ -206,7 +218,9 @@ def choice_letter(pred: str | None, choices: list[str] | None) -> str | None:
 
 
 _STANDALONE_RE = re.compile(r"(?<![A-Za-z0-9])([A-J])(?![A-Za-z0-9'\u2019])")
-_CORRECTION_RE = re.compile(r"\b(?:no|not|wait|actually|instead|rather|correction|sorry|hmm)\b", re.IGNORECASE)
+_CORRECTION_RE = re.compile(
+    r"\b(?:no|not|wait|actually|instead|rather|correction|sorry|hmm)\b", re.IGNORECASE
+)
 
 
 def _last_standalone_letter(s: str, valid: str) -> str | None:
@@ -217,7 +231,8 @@ def _last_standalone_letter(s: str, valid: str) -> str | None:
     stands between the last two; otherwise ("B or C") the prediction is ambiguous.
     """
     found = [
-        m for m in _STANDALONE_RE.finditer(s)
+        m
+        for m in _STANDALONE_RE.finditer(s)
         if m.group(1) in valid and not (m.group(1) in "AI" and re.match(r"\s+[a-z]", s[m.end() :]))
     ]
     letters = [m.group(1) for m in found]

@@ -8,7 +8,9 @@ from care_core.rollout.base import GenerationRequest, RolloutEngine, Sample, Sam
 from care_core.rollout.hf_engine import HFEngine
 
 
-def make_engine(name: str, model: Any, processor: Any, model_path: str, rollout_cfg: Any, dtype: str, seed: int = 0) -> RolloutEngine:
+def make_engine(
+    name: str, model: Any, processor: Any, model_path: str, rollout_cfg: Any, dtype: str, seed: int = 0
+) -> RolloutEngine:
     """Engine for ``rollout.engine``: ``hf`` decodes with ``model``; ``vllm`` loads ``model_path``."""
     if name == "hf":
         return HFEngine(model, processor, batch_size=rollout_cfg.batch_size)

@@ -85,11 +85,16 @@ class HFEngine:
             results.extend(self._generate_chunk(chunk, settings))
         return results
 
-    def _generate_chunk(self, chunk: list[GenerationRequest], settings: SamplingSettings) -> list[list[Sample]]:
+    def _generate_chunk(
+        self, chunk: list[GenerationRequest], settings: SamplingSettings
+    ) -> list[list[Sample]]:
         device = next(self.model.parameters()).device
         rows = [req for req in chunk for _ in range(settings.n)]
         input_ids, attention = left_pad([list(r.prompt_ids) + list(r.prefix_ids) for r in rows], self.pad_id)
-        inputs: dict[str, torch.Tensor] = {"input_ids": input_ids.to(device), "attention_mask": attention.to(device)}
+        inputs: dict[str, torch.Tensor] = {
+            "input_ids": input_ids.to(device),
+            "attention_mask": attention.to(device),
+        }
         for key in sorted({k for r in rows for k in r.mm_inputs}):
             inputs[key] = torch.cat([r.mm_inputs[key] for r in rows if key in r.mm_inputs], dim=0).to(device)
         inputs = with_mm_token_types(self.model, inputs)
@@ -105,7 +110,9 @@ class HFEngine:
         if self.suppress_ids:  # a sampled image placeholder would break every later forward pass
             gen_kwargs["suppress_tokens"] = self.suppress_ids
         if do_sample:
-            gen_kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k or None)
+            gen_kwargs.update(
+                temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k or None
+            )
         else:
             gen_kwargs.update(temperature=None, top_p=None, top_k=None)
         start = time.perf_counter()

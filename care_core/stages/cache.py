@@ -29,8 +29,18 @@ from care_core.fsio import write_text_atomic
 logger = logging.getLogger(__name__)
 
 FINGERPRINT_FILE = "care_fingerprint.json"
-ROUND_EXCLUDED = ("name", "tracking.", "storage.", "eval.", "kubernetes.", "retrain.", "train.resume",
-                  "train.output_dir", "train.eval_every", "model.cache_dir")
+ROUND_EXCLUDED = (
+    "name",
+    "tracking.",
+    "storage.",
+    "eval.",
+    "kubernetes.",
+    "retrain.",
+    "train.resume",
+    "train.output_dir",
+    "train.eval_every",
+    "model.cache_dir",
+)
 _SFT_MODEL_EXCLUDED = ("model.cache_dir",)
 
 
@@ -71,12 +81,18 @@ def fingerprint(inputs: dict[str, Any]) -> str:
 def record(recipe: Recipe, kind: str) -> dict[str, Any]:
     """What an artifact stores: its kind, fingerprint and the recipe values behind it."""
     inputs = recipe_inputs(recipe, kind)
-    return {"kind": kind, "fingerprint": fingerprint(inputs), "inputs": json.loads(json.dumps(inputs, default=str))}
+    return {
+        "kind": kind,
+        "fingerprint": fingerprint(inputs),
+        "inputs": json.loads(json.dumps(inputs, default=str)),
+    }
 
 
 def write(folder: Path, recipe: Recipe, kind: str) -> None:
     """Store ``kind``'s fingerprint in ``folder`` (atomically)."""
-    write_text_atomic(Path(folder) / FINGERPRINT_FILE, json.dumps(record(recipe, kind), indent=1, sort_keys=True))
+    write_text_atomic(
+        Path(folder) / FINGERPRINT_FILE, json.dumps(record(recipe, kind), indent=1, sort_keys=True)
+    )
 
 
 def read(folder: Path) -> dict[str, Any] | None:
@@ -100,7 +116,9 @@ def differences(stored: dict[str, Any] | None, current: dict[str, Any], limit: i
     return f"the recipe changed ({shown}{more})" if keys else "its fingerprint differs"
 
 
-def check(stored: dict[str, Any] | None, recipe: Recipe, kind: str, where: Path, resume: str, force: bool) -> bool:
+def check(
+    stored: dict[str, Any] | None, recipe: Recipe, kind: str, where: Path, resume: str, force: bool
+) -> bool:
     """True to reuse the artifact at ``where``, False to rebuild it; raises ``StaleArtifactError``
     for a mismatch under ``train.resume`` other than ``never`` (unless ``force``)."""
     current = record(recipe, kind)

@@ -61,8 +61,12 @@ GenerateFn = Callable[[list[dict[str, Any]]], list[str]]
 
 
 # --------------------------------------------------------------------------- rows
-def load_benchmark_rows(bench: BenchmarkConfig, recipe: Recipe, data_dir: str | Path | None = None,
-                        skipped: list[str] | None = None) -> list[dict[str, Any]]:
+def load_benchmark_rows(
+    bench: BenchmarkConfig,
+    recipe: Recipe,
+    data_dir: str | Path | None = None,
+    skipped: list[str] | None = None,
+) -> list[dict[str, Any]]:
     """Example rows of one benchmark, in a stable order, cut to ``bench.limit``.
 
     ``synthetic``: ``data_dir/test.parquet`` when given, else the generated test split.
@@ -76,11 +80,20 @@ def load_benchmark_rows(bench: BenchmarkConfig, recipe: Recipe, data_dir: str | 
 
         if not (bench.path or bench.hub_id):
             logger.info("%s: no path given; loading its default hub id (needs the network)", bench.name)
-        rows = load_source_rows(bench.name, path=bench.path, hub_id=bench.hub_id, split=bench.split,
-                                config_name=bench.config_name, limit=bench.limit,
-                                bad_rows=recipe.data.bad_rows, skipped=skipped)
+        rows = load_source_rows(
+            bench.name,
+            path=bench.path,
+            hub_id=bench.hub_id,
+            split=bench.split,
+            config_name=bench.config_name,
+            limit=bench.limit,
+            bad_rows=recipe.data.bad_rows,
+            skipped=skipped,
+        )
     else:
-        raise ValueError(f"eval.benchmarks: unknown benchmark {bench.name!r}; known: {list(KNOWN_BENCHMARKS)}")
+        raise ValueError(
+            f"eval.benchmarks: unknown benchmark {bench.name!r}; known: {list(KNOWN_BENCHMARKS)}"
+        )
     ids = [row["id"] for row in rows]
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
@@ -88,7 +101,9 @@ def load_benchmark_rows(bench: BenchmarkConfig, recipe: Recipe, data_dir: str | 
     return rows[: bench.limit] if bench.limit is not None else rows
 
 
-def _synthetic_rows(bench: BenchmarkConfig, recipe: Recipe, data_dir: str | Path | None) -> list[dict[str, Any]]:
+def _synthetic_rows(
+    bench: BenchmarkConfig, recipe: Recipe, data_dir: str | Path | None
+) -> list[dict[str, Any]]:
     candidates = []
     if bench.path:
         candidates.append(Path(bench.path))
@@ -132,8 +147,15 @@ def score_item(name: str, row: dict[str, Any], response: str, recipe: Recipe) ->
         result = get_benchmark_scorer(name)([{**row, "response": response}], recipe.eval.scoring)
         correct = float(result["per_item"][0])
         categories = {dim: sorted(cells) for dim, cells in result["by_category"].items()}
-    return {"id": row["id"], "answer": row["answer"], "response": response, "correct": correct,
-            "format": fmt, "categories": categories, "scoring": recipe.eval.scoring}
+    return {
+        "id": row["id"],
+        "answer": row["answer"],
+        "response": response,
+        "correct": correct,
+        "format": fmt,
+        "categories": categories,
+        "scoring": recipe.eval.scoring,
+    }
 
 
 # --------------------------------------------------------------------------- decoding
@@ -149,7 +171,9 @@ def make_generate_fn(recipe: Recipe, model_path: str, settings: DecodeSettings) 
     from care_core.models import load_policy  # noqa: PLC0415
 
     model, processor = load_policy(
-        model_path, dtype=recipe.model.dtype, attn_implementation=recipe.model.attn_implementation,
+        model_path,
+        dtype=recipe.model.dtype,
+        attn_implementation=recipe.model.attn_implementation,
         cache_dir=recipe.model.cache_dir,
     )
 
@@ -166,8 +190,13 @@ def _fingerprint(model_path: str, settings: DecodeSettings, recipe: Recipe, name
     if weights.is_file():  # same folder rewritten by a later round must not resume old predictions
         stat = weights.stat()
         model_id += f"@{stat.st_size}:{int(stat.st_mtime)}"
-    blob = {"benchmark": name, "model": model_id, "decode": settings.__dict__,
-            "system_prompt": recipe.data.system_prompt, "prompt_template": recipe.data.prompt_template}
+    blob = {
+        "benchmark": name,
+        "model": model_id,
+        "decode": settings.__dict__,
+        "system_prompt": recipe.data.system_prompt,
+        "prompt_template": recipe.data.prompt_template,
+    }
     return {**blob, "hash": hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]}
 
 
@@ -177,7 +206,12 @@ def _open_log(bench_dir: Path, fingerprint: dict[str, Any]) -> PredictionLog:
     if settings_file.is_file():
         old = json.loads(settings_file.read_text())
         if old.get("hash") != fingerprint["hash"]:
-            logger.warning("%s: settings changed (%s -> %s); discarding old predictions", bench_dir, old.get("hash"), fingerprint["hash"])
+            logger.warning(
+                "%s: settings changed (%s -> %s); discarding old predictions",
+                bench_dir,
+                old.get("hash"),
+                fingerprint["hash"],
+            )
             shutil.rmtree(bench_dir)
     bench_dir.mkdir(parents=True, exist_ok=True)
     settings_file.write_text(json.dumps(fingerprint, indent=2, sort_keys=True))
@@ -201,29 +235,44 @@ def evaluate_benchmark(
     row and the rows that still fail are left out (their reasons appended to ``skipped``)."""
     done = log.done_ids()
     pending = [row for row in rows if row["id"] not in done]
-    logger.info("%s: %d items, %d already done, %d to decode", name, len(rows), len(rows) - len(pending), len(pending))
+    logger.info(
+        "%s: %d items, %d already done, %d to decode", name, len(rows), len(rows) - len(pending), len(pending)
+    )
     _rescore_other_mode(name, rows, log, recipe)
     skipped = skipped if skipped is not None else []
     dropped: set[str] = set()
     start = time.perf_counter()
     for chunk in tqdm(batched(pending, batch_size), desc=f"eval {name}", disable=not pending, leave=False):
-        for part, responses in _generate_chunk(name, list(chunk), generate, recipe.data.bad_rows, skipped, dropped):
+        for part, responses in _generate_chunk(
+            name, list(chunk), generate, recipe.data.bad_rows, skipped, dropped
+        ):
             log.append(score_item(name, row, text, recipe) for row, text in zip(part, responses, strict=True))
     seconds = time.perf_counter() - start
     result = summarize(name, (log.records[row["id"]] for row in rows if row["id"] not in dropped))
-    return result, {"decoded": float(len(pending) - len(dropped)), "resumed": float(len(rows) - len(pending)),
-                    "seconds": seconds}
+    return result, {
+        "decoded": float(len(pending) - len(dropped)),
+        "resumed": float(len(rows) - len(pending)),
+        "seconds": seconds,
+    }
 
 
-def _generate_chunk(name: str, chunk: list[dict[str, Any]], generate: GenerateFn, bad_rows: str,
-                    skipped: list[str], dropped: set[str]) -> list[tuple[list[dict[str, Any]], list[str]]]:
+def _generate_chunk(
+    name: str,
+    chunk: list[dict[str, Any]],
+    generate: GenerateFn,
+    bad_rows: str,
+    skipped: list[str],
+    dropped: set[str],
+) -> list[tuple[list[dict[str, Any]], list[str]]]:
     """Responses for ``chunk``: ``[(rows, responses)]``; under ``skip`` bad rows are dropped one by one."""
     from care_core.schema import SchemaError  # noqa: PLC0415
 
     def run(part: list[dict[str, Any]]) -> list[str]:
         responses = generate([benchmark_row(name, row) for row in part])
         if len(responses) != len(part):
-            raise RuntimeError(f"{name}: generate returned {len(responses)} responses for {len(part)} prompts")
+            raise RuntimeError(
+                f"{name}: generate returned {len(responses)} responses for {len(part)} prompts"
+            )
         return responses
 
     try:
@@ -242,11 +291,18 @@ def _generate_chunk(name: str, chunk: list[dict[str, Any]], generate: GenerateFn
     return out
 
 
-def _rescore_other_mode(name: str, rows: Sequence[dict[str, Any]], log: PredictionLog, recipe: Recipe) -> None:
+def _rescore_other_mode(
+    name: str, rows: Sequence[dict[str, Any]], log: PredictionLog, recipe: Recipe
+) -> None:
     """Re-score stored predictions made under another ``eval.scoring`` mode (no decoding)."""
     wanted = recipe.eval.scoring
-    stale = [row for row in rows if row["id"] in log.records and log.records[row["id"]].get("scoring", wanted) != wanted
-             and name != SYNTHETIC]
+    stale = [
+        row
+        for row in rows
+        if row["id"] in log.records
+        and log.records[row["id"]].get("scoring", wanted) != wanted
+        and name != SYNTHETIC
+    ]
     if not stale:
         return
     logger.info("%s: re-scoring %d stored predictions under scoring=%s", name, len(stale), wanted)
@@ -270,7 +326,12 @@ def run_evaluate(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = recipe.eval
-    settings = DecodeSettings(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=recipe.train.seed)
+    settings = DecodeSettings(
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        max_new_tokens=cfg.max_new_tokens,
+        seed=recipe.train.seed,
+    )
     if model_path is None:
         from care_core.models import resolve_model_path  # noqa: PLC0415
 
@@ -290,7 +351,10 @@ def run_evaluate(
     for bench in cfg.benchmarks:
         skipped: list[str] = []
         rows = load_benchmark_rows(bench, recipe, data_dir, skipped=skipped)
-        log = _open_log(out_dir / bench.name, _fingerprint(model_path if generate_fn is None else "injected", settings, recipe, bench.name))
+        log = _open_log(
+            out_dir / bench.name,
+            _fingerprint(model_path if generate_fn is None else "injected", settings, recipe, bench.name),
+        )
         if generate is None and len(log.done_ids() & {r["id"] for r in rows}) < len(rows):
             generate = make_generate_fn(recipe, model_path, settings)
         results[bench.name], timing[bench.name] = evaluate_benchmark(
@@ -300,7 +364,9 @@ def run_evaluate(
         results[bench.name].skipped_rows = skipped[:MAX_LISTED_SKIPS]
         if skipped:
             logger.warning("%s: %d bad row(s) skipped (data.bad_rows=skip)", bench.name, len(skipped))
-        logger.info("%s: accuracy %.4f over %d items", bench.name, results[bench.name].accuracy, results[bench.name].n)
+        logger.info(
+            "%s: accuracy %.4f over %d items", bench.name, results[bench.name].accuracy, results[bench.name].n
+        )
 
     macro = macro_average(results)
     metrics: dict[str, float] = {}

@@ -87,7 +87,9 @@ def _synthetic_results(recipe: Recipe, src: SourceConfig) -> list[tuple[str, str
     return out
 
 
-_PARTIAL_SCHEMA = EXAMPLE_SCHEMA.append(pa.field("_key", pa.string())).append(pa.field("_source", pa.string()))
+_PARTIAL_SCHEMA = EXAMPLE_SCHEMA.append(pa.field("_key", pa.string())).append(
+    pa.field("_source", pa.string())
+)
 _BATCH = 256
 
 
@@ -124,7 +126,9 @@ class _SplitSink:
             self.writer.write_table(pa.Table.from_pylist(self.buffer, schema=_PARTIAL_SCHEMA))
             self.buffer = []
 
-    def finish(self, final: Path, drop_keys: dict[str, tuple[str, str]] | None = None) -> list[dict[str, Any]]:
+    def finish(
+        self, final: Path, drop_keys: dict[str, tuple[str, str]] | None = None
+    ) -> list[dict[str, Any]]:
         """Write the final file (rows whose key is in ``drop_keys`` left out); returns the dropped rows' info."""
         self.flush()
         assert self.writer is not None
@@ -137,7 +141,11 @@ class _SplitSink:
                     keys = table.column("_key").to_pylist()
                     mask = [k not in drop_keys for k in keys]
                     for keep, key, row_id, label in zip(
-                        mask, keys, table.column("id").to_pylist(), table.column("_source").to_pylist(), strict=True
+                        mask,
+                        keys,
+                        table.column("id").to_pylist(),
+                        table.column("_source").to_pylist(),
+                        strict=True,
                     ):
                         if not keep:
                             dropped.append({"id": row_id, "source": label, "of": drop_keys[key]})
@@ -180,7 +188,9 @@ def _rows_of(recipe: Recipe, src: SourceConfig, label: str, entry: dict[str, Any
         return
     source = get_source(src.name)
     if source.default_role != src.role and source.default_role == "sft":
-        logger.warning("source %s is SFT data (cold-start chains of thought) but has role %r", label, src.role)
+        logger.warning(
+            "source %s is SFT data (cold-start chains of thought) but has role %r", label, src.role
+        )
     spec = LoadSpec(src.hub_id, src.path, src.split, src.config_name, src.limit, src.image_root)
     logger.info("ingesting %s from %s", label, src.path or src.hub_id or source.hub_id)
     for result in source.iter_results(spec):
@@ -270,16 +280,24 @@ def _ingest_into(recipe: Recipe, out: Path) -> dict[str, Any]:
     digests: list[SourceDigest] = []  # data lineage (care_core.data.fingerprint)
     try:
         for position, src in enumerate(data.sources):
-            label = src.name if sum(s.name == src.name for s in data.sources) == 1 else f"{src.name}#{position}"
+            label = (
+                src.name if sum(s.name == src.name for s in data.sources) == 1 else f"{src.name}#{position}"
+            )
             entry = _source_entry(src, label)
             manifest["sources"].append(entry)
-            digests.append(SourceDigest(label, src.name, entry["split"], src.path, src.hub_id, src.config_name))
+            digests.append(
+                SourceDigest(label, src.name, entry["split"], src.path, src.hub_id, src.config_name)
+            )
             for split, row, hashes in _rows_of(recipe, src, label, entry, manifest):
                 entry["valid"] += 1
                 digests[-1].add(row, hashes)
                 key = problem_key(row["problem"], hashes)
                 for bucket in _destinations(split, src.role):
-                    if bucket == "train" and data.val_fraction > 0 and _in_validation(row["id"], data.val_fraction):
+                    if (
+                        bucket == "train"
+                        and data.val_fraction > 0
+                        and _in_validation(row["id"], data.val_fraction)
+                    ):
                         bucket = "test"
                         moved += 1
                     first = sinks[bucket].offer(row, label, key)

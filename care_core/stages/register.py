@@ -65,7 +65,9 @@ def start_model_path(folder: str | Path | None) -> str | None:
     return str(folder) if (Path(folder) / "config.json").is_file() else None
 
 
-def _start_source(tracker: Tracker, recipe: Recipe, champion: Any | None) -> tuple[str | None, str | None, str]:
+def _start_source(
+    tracker: Tracker, recipe: Recipe, champion: Any | None
+) -> tuple[str | None, str | None, str]:
     """(source URI, parent version, note) for ``retrain.start_from``; source None = the base model."""
     start = recipe.retrain.start_from
     if start == "base":
@@ -76,12 +78,18 @@ def _start_source(tracker: Tracker, recipe: Recipe, champion: Any | None) -> tup
         return str(champion.source), str(champion.version), f"warm start from champion v{champion.version}"
     if start.startswith("models:/"):
         source, version = resolve_models_uri(tracker, start)
-        parent = str(version.version) if version is not None and version.name == recipe.retrain.registered_model else None
+        parent = (
+            str(version.version)
+            if version is not None and version.name == recipe.retrain.registered_model
+            else None
+        )
         return source, parent, f"warm start from {start} ({source})"
     return start, None, f"warm start from {start}"
 
 
-def run_plan(recipe: Recipe, data_dir: str | Path, start_dir: str | Path, report_path: str | Path) -> dict[str, Any]:
+def run_plan(
+    recipe: Recipe, data_dir: str | Path, start_dir: str | Path, report_path: str | Path
+) -> dict[str, Any]:
     """Decide train/skip and fetch the warm-start model; returns ``{action, reason, parent_version, ...}``."""
     fp = read_fingerprint(data_dir)
     digest, thash = fp["digest"], training_hash(recipe)
@@ -114,7 +122,9 @@ def run_plan(recipe: Recipe, data_dir: str | Path, start_dir: str | Path, report
             download_model(source, start_dir, recipe.tracking.uri, retries=recipe.storage.retries)
     elif action == PLAN_SKIP:
         note = "nothing trained"
-    (Path(start_dir) / "START.json").write_text(json.dumps({"start": note, "source": source, "parent_version": parent}))
+    (Path(start_dir) / "START.json").write_text(
+        json.dumps({"start": note, "source": source, "parent_version": parent})
+    )
     champ_text = f"v{champion.version} (source {champion.source})" if champion is not None else "none"
     report = (
         f"# Retraining plan: **{action}**\n\n{reason}.\n\n- registered model: `{name}`\n- champion: {champ_text}\n"
@@ -143,7 +153,9 @@ def run_plan(recipe: Recipe, data_dir: str | Path, start_dir: str | Path, report
     }
 
 
-def _model_source(tracker: Tracker, recipe: Recipe, run_id: str, model_dir: str | Path, published: str | None) -> str:
+def _model_source(
+    tracker: Tracker, recipe: Recipe, run_id: str, model_dir: str | Path, published: str | None
+) -> str:
     """Where the registry points: the model's S3 copy when the artifact root is S3, else the model logged
     into the MLflow run (``runs:/<run>/model``; a tracking server refuses plain local paths)."""
     from care_core.storage import is_s3
@@ -185,7 +197,9 @@ def run_register(
     tracker = Tracker.from_recipe(recipe)
     run_id = tracker.find_kfp_run(kfp_run_id) if kfp_run_id else None
     if run_id is None:
-        raise ValueError(f"no MLflow run tagged kfp.run_id={kfp_run_id!r} in experiment {recipe.tracking.experiment!r}")
+        raise ValueError(
+            f"no MLflow run tagged kfp.run_id={kfp_run_id!r} in experiment {recipe.tracking.experiment!r}"
+        )
     run_tags = tracker._call("get_run", lambda: tracker.client.get_run(run_id)).data.tags
     published_model = run_tags.get(f"artifact.{model_output}") if model_output else None
     parent_version, parent_source = run_tags.get(TAG_PARENT_VERSION, ""), run_tags.get(TAG_PARENT_SOURCE, "")

@@ -38,7 +38,9 @@ def round_seed(seed: int, round_index: int, salt: int = 0) -> int:
     return int((seed * 1_000_003 + round_index * 7_919 + salt) % (2**31 - 1))
 
 
-def sample_prompt_indices(n_rows: int, n: int, seed: int, round_index: int, exclude: set[int] | None = None) -> list[int]:
+def sample_prompt_indices(
+    n_rows: int, n: int, seed: int, round_index: int, exclude: set[int] | None = None
+) -> list[int]:
     """``n`` distinct row indices drawn without replacement by (seed, round). With more prompts wanted
     than rows the permutation wraps around (``run_rollout`` refuses that case first); a refill that
     ``exclude`` s the rows already used returns at most the rows left, never a repeat."""
@@ -62,7 +64,9 @@ def _precision(row: dict[str, Any], where: str) -> int | None:
     return int(value) if value is not None else None
 
 
-def encode_requests(processor: Any, rows: list[dict[str, Any]], data_cfg: Any, with_images: bool) -> list[GenerationRequest]:
+def encode_requests(
+    processor: Any, rows: list[dict[str, Any]], data_cfg: Any, with_images: bool
+) -> list[GenerationRequest]:
     """One unpadded ``GenerationRequest`` per example row (chat prompt through the processor)."""
     from care_core.data.prompting import encode_prompts
 
@@ -104,7 +108,9 @@ class _RowBuilder:
     def decode(self, ids: list[int]) -> _Decoded:
         kept = [t for t in ids if t not in self.strip_ids]
         text = self.tokenizer.decode(kept, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-        think, answer = self._spans(ids, self.tokenizer, include_tags=self.recipe.algorithm.care.region.include_tags)
+        think, answer = self._spans(
+            ids, self.tokenizer, include_tags=self.recipe.algorithm.care.region.include_tags
+        )
         return _Decoded(text, tuple(think), tuple(answer))
 
     def score(self, text: str, row: dict[str, Any], where: str) -> dict[str, float]:
@@ -164,12 +170,24 @@ def _build_group_rows(
     return out
 
 
-def _embed_rows(model: Any, rows: list[dict[str, Any]], mm: list[dict[str, torch.Tensor]], recipe: Recipe, pad_id: int,
-                set_logprobs: bool = False) -> None:
+def _embed_rows(
+    model: Any,
+    rows: list[dict[str, Any]],
+    mm: list[dict[str, torch.Tensor]],
+    recipe: Recipe,
+    pad_id: int,
+    set_logprobs: bool = False,
+) -> None:
     items = [SequenceItem(r["prompt_ids"], r["response_ids"], m) for r, m in zip(rows, mm, strict=True)]
     spans = [r["think_span"] for r in rows]
-    emb, logprobs = embed_and_score(model, items, spans, batch_size=recipe.train.micro_batch_size,
-                                    temperature=policy_temperature(recipe), pad_id=pad_id)
+    emb, logprobs = embed_and_score(
+        model,
+        items,
+        spans,
+        batch_size=recipe.train.micro_batch_size,
+        temperature=policy_temperature(recipe),
+        pad_id=pad_id,
+    )
     for r, e, lp in zip(rows, emb, logprobs, strict=True):
         r["embedding"] = e
         if set_logprobs:
@@ -212,12 +230,24 @@ def run_rgr(
     if not plans:
         stats.update({"rgr/successes": 0.0, "rgr/success_rate": math.nan})
         return [], stats
-    requests = [GenerationRequest(req.prompt_ids, req.mm_inputs, req.images, prefix_ids) for _, req, _, _, _, prefix_ids in plans]
-    settings = SamplingSettings(n=1, temperature=rgr.temperature, top_p=rgr.top_p, top_k=0, max_new_tokens=rgr.max_tokens,
-                                logprob_temperature=policy_temperature(recipe), seed=seed)
+    requests = [
+        GenerationRequest(req.prompt_ids, req.mm_inputs, req.images, prefix_ids)
+        for _, req, _, _, _, prefix_ids in plans
+    ]
+    settings = SamplingSettings(
+        n=1,
+        temperature=rgr.temperature,
+        top_p=rgr.top_p,
+        top_k=0,
+        max_new_tokens=rgr.max_tokens,
+        logprob_temperature=policy_temperature(recipe),
+        seed=seed,
+    )
     continuations = engine.generate(requests, settings)
     new_rows, mm = [], []
-    for (example, request, rows, target, prefix_text, prefix_ids), (cont,) in zip(plans, continuations, strict=True):
+    for (example, request, rows, target, prefix_text, prefix_ids), (cont,) in zip(
+        plans, continuations, strict=True
+    ):
         cont_text = builder.decode(cont.response_ids).text
         seq = assemble_repair(prefix_ids, prefix_text, cont.response_ids, cont_text, rgr.train_on)
         dec = builder.decode(seq.response_ids)
@@ -310,7 +340,13 @@ def sample_groups(ctx: _Context) -> tuple[list[Group], dict[str, float]]:
             seen[gid] = seen.get(gid, 0) + 1
             gid = gid if seen[gid] == 1 else f"{gid}#{seen[gid] - 1}"
             where = f"{ctx.train_path} row {i}"
-            out.append((example, request, _build_group_rows(ctx.builder, gid, example, request, group_samples, where)))
+            out.append(
+                (
+                    example,
+                    request,
+                    _build_group_rows(ctx.builder, gid, example, request, group_samples, where),
+                )
+            )
         return out
 
     if not ds.enable:
@@ -332,13 +368,17 @@ def embed_groups(ctx: _Context, groups: list[Group]) -> None:
     selection); otherwise the rows get empty ``embedding`` lists and no extra forward runs."""
     rows = [r for _, _, g in groups for r in g]
     if rows and ctx.spec.needs_embeddings:
-        _embed_rows(ctx.model, rows, [req.mm_inputs for _, req, g in groups for _ in g], ctx.recipe, ctx.pad_id)
+        _embed_rows(
+            ctx.model, rows, [req.mm_inputs for _, req, g in groups for _ in g], ctx.recipe, ctx.pad_id
+        )
     else:
         for r in rows:
             r["embedding"] = []
 
 
-def rollout_metrics(groups: list[Group], rgr_rows: list[dict[str, Any]], positive_rule: str) -> dict[str, float]:
+def rollout_metrics(
+    groups: list[Group], rgr_rows: list[dict[str, Any]], positive_rule: str
+) -> dict[str, float]:
     """The round's rollout diagnostics (docs/method.md §11): reward, accuracy, format, group kinds,
     response and think lengths, clip ratio."""
     rows = [r for _, _, g in groups for r in g]
@@ -374,7 +414,9 @@ def check_rollout_inputs(recipe: Recipe, model_path: str, train_path: Path, n_ro
         )
 
 
-def run_rollout(recipe: Recipe, model_path: str | None, data_dir: str | Path, out_path: str | Path, round_index: int) -> dict[str, Any]:
+def run_rollout(
+    recipe: Recipe, model_path: str | None, data_dir: str | Path, out_path: str | Path, round_index: int
+) -> dict[str, Any]:
     """Decode, score and embed one round of rollouts (+ RGR rows); write them to ``out_path``."""
     from care_core.models import load_policy, resolve_model_path
 
@@ -383,21 +425,38 @@ def run_rollout(recipe: Recipe, model_path: str | None, data_dir: str | Path, ou
     train_path = Path(data_dir) / "train.parquet"
     examples = read_examples(train_path).to_pylist()
     check_rollout_inputs(recipe, model_path, train_path, len(examples))  # before the model load
-    model, processor = load_policy(model_path, dtype=recipe.model.dtype, attn_implementation=recipe.model.attn_implementation,
-                                   cache_dir=recipe.model.cache_dir)
-    engine = make_engine(recipe.rollout.engine, model, processor, model_path, recipe.rollout, recipe.model.dtype, recipe.train.seed)
+    model, processor = load_policy(
+        model_path,
+        dtype=recipe.model.dtype,
+        attn_implementation=recipe.model.attn_implementation,
+        cache_dir=recipe.model.cache_dir,
+    )
+    engine = make_engine(
+        recipe.rollout.engine,
+        model,
+        processor,
+        model_path,
+        recipe.rollout,
+        recipe.model.dtype,
+        recipe.train.seed,
+    )
     spec = algorithm_spec(recipe.algorithm)
     ctx = _Context(recipe, spec, model, processor, engine, _RowBuilder(processor, recipe), examples, train_path, round_index,
                    int(processor.tokenizer.pad_token_id or 0))  # fmt: skip
 
-    groups, metrics = sample_groups(ctx)
-    gen_seconds, gen_tokens = engine.generate_seconds, engine.generated_tokens
-    embed_groups(ctx, groups)
-    rgr_rows: list[dict[str, Any]] = []
-    if spec.uses_rgr and groups:
-        rgr_seed = round_seed(recipe.train.seed, round_index, salt=99)
-        rgr_rows, rgr_stats = run_rgr(model, engine, ctx.builder, recipe, groups, rgr_seed, ctx.pad_id)
-        metrics.update(rgr_stats)
+    try:
+        groups, metrics = sample_groups(ctx)
+        gen_seconds, gen_tokens = engine.generate_seconds, engine.generated_tokens
+        embed_groups(ctx, groups)
+        rgr_rows: list[dict[str, Any]] = []
+        if spec.uses_rgr and groups:
+            rgr_seed = round_seed(recipe.train.seed, round_index, salt=99)
+            rgr_rows, rgr_stats = run_rgr(model, engine, ctx.builder, recipe, groups, rgr_seed, ctx.pad_id)
+            metrics.update(rgr_stats)
+    finally:  # a vLLM engine holds its KV cache until closed; the update needs that memory
+        close = getattr(engine, "close", None)
+        if close is not None:
+            close()
     write_rollouts([r for _, _, g in groups for r in g] + rgr_rows, out_path)
 
     metrics.update(rollout_metrics(groups, rgr_rows, spec.positive_rule))

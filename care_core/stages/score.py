@@ -44,7 +44,9 @@ def _check_line(record: Any, where: str) -> dict[str, Any]:
     if record["answer_type"] not in ANSWER_TYPES:
         raise ValueError(f"{where}: field 'answer_type'={record['answer_type']!r} not in {ANSWER_TYPES}")
     choices = record.get("choices")
-    if choices is not None and not (isinstance(choices, list) and all(isinstance(c, str | int | float) for c in choices)):
+    if choices is not None and not (
+        isinstance(choices, list) and all(isinstance(c, str | int | float) for c in choices)
+    ):
         raise ValueError(f"{where}: field 'choices' must be a list of strings")
     precision = record.get("precision")
     if precision is not None and (not isinstance(precision, int | float) or isinstance(precision, bool)):
@@ -111,7 +113,9 @@ def run_score(
                       "format": scores["format"]}  # fmt: skip
             per_benchmark.setdefault(bench, []).append(item)
         scored.append({**record, **scores})
-        cell = by_source.setdefault(str(record.get("data_source") or bench or "unknown"), {"n": 0, "correct": 0.0})
+        cell = by_source.setdefault(
+            str(record.get("data_source") or bench or "unknown"), {"n": 0, "correct": 0.0}
+        )
         cell["n"] += 1
         cell["correct"] += scores["accuracy"]
     if out_path is not None:

@@ -44,18 +44,25 @@ def sft_rows(data_dir: str | Path) -> tuple[list[dict[str, Any]], Path]:
     if not path.is_file():
         path = data_dir / "train.parquet"
     if not path.is_file():
-        raise MissingInput("data folder has neither sft.parquet nor train.parquet", str(data_dir),
-                           hint="give the folder `care ingest --out DIR` wrote")
+        raise MissingInput(
+            "data folder has neither sft.parquet nor train.parquet",
+            str(data_dir),
+            hint="give the folder `care ingest --out DIR` wrote",
+        )
     rows = [r for r in read_examples(path).to_pylist() if (r.get("solution") or "").strip()]
     if not rows:
         raise SchemaError(f"{path}: no row has a non-empty field 'solution' to fine-tune on")
     return rows, path
 
 
-def run_sft(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, model_path: str | None = None) -> dict[str, Any]:
+def run_sft(
+    recipe: Recipe, data_dir: str | Path, out_dir: str | Path, model_path: str | None = None
+) -> dict[str, Any]:
     """Fine-tune ``model_path`` (default: the recipe's model) on the solutions; save to ``out_dir``."""
     start = time.perf_counter()
-    rows, source = sft_rows(data_dir)  # inputs first: a bad data folder fails before the heavy imports and the model
+    rows, source = sft_rows(
+        data_dir
+    )  # inputs first: a bad data folder fails before the heavy imports and the model
     from care_core.models.loading import check_model_path
 
     if model_path:
@@ -69,8 +76,12 @@ def run_sft(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, model_pat
     cfg = recipe.train.sft
     out_dir = Path(out_dir)
     model_path = model_path or resolve_model_path(recipe.model)
-    model, processor = load_policy(model_path, dtype=recipe.model.dtype, attn_implementation=recipe.model.attn_implementation,
-                                   cache_dir=recipe.model.cache_dir)
+    model, processor = load_policy(
+        model_path,
+        dtype=recipe.model.dtype,
+        attn_implementation=recipe.model.attn_implementation,
+        cache_dir=recipe.model.cache_dir,
+    )
     configure_trainable(model, recipe)
 
     def collate(batch: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -109,7 +120,9 @@ def run_sft(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, model_pat
         disable_tqdm=False,
     )
     model.train()
-    trainer = Trainer(model=model, args=args, train_dataset=_Rows(rows), data_collator=collate, callbacks=[_Losses()])
+    trainer = Trainer(
+        model=model, args=args, train_dataset=_Rows(rows), data_collator=collate, callbacks=[_Losses()]
+    )
     result = trainer.train()
     model.eval()
     from care_core.models.loading import save_policy
@@ -125,5 +138,11 @@ def run_sft(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, model_pat
         "sft/runtime_s": time.perf_counter() - start,
         "sft/source": str(source),
     }
-    logger.info("SFT: %d steps on %d examples from %s, loss %.4f", result.global_step, len(rows), source, result.training_loss)
+    logger.info(
+        "SFT: %d steps on %d examples from %s, loss %.4f",
+        result.global_step,
+        len(rows),
+        source,
+        result.training_loss,
+    )
     return metrics

@@ -61,13 +61,16 @@ def run_dir_for(recipe: Recipe) -> Path:
     """The run folder: ``train.output_dir / (tracking.run_name or recipe name)``, never outside ``output_dir``."""
     from care_core.storage.paths import contained
 
-    return contained(recipe.train.output_dir, recipe.tracking.run_name or recipe.name, "tracking.run_name / recipe name")
+    return contained(
+        recipe.train.output_dir, recipe.tracking.run_name or recipe.name, "tracking.run_name / recipe name"
+    )
 
 
 def _ensure_data(recipe: Recipe, data_dir: Path, force: bool = False) -> dict[str, Any]:
     """Reuse ``data_dir`` when its recipe fingerprint matches, else (re)build it aside and swap it in."""
-    if (data_dir / "train.parquet").is_file() and cache.check(cache.read(data_dir), recipe, "data", data_dir,
-                                                               recipe.train.resume, force):
+    if (data_dir / "train.parquet").is_file() and cache.check(
+        cache.read(data_dir), recipe, "data", data_dir, recipe.train.resume, force
+    ):
         return {}
     from care_core.fsio import publish_dir, staging_dir
 
@@ -87,10 +90,14 @@ def _build_data(recipe: Recipe, data_dir: Path) -> dict[str, Any]:
     return run_ingest(recipe, data_dir)
 
 
-def _ensure_sft(recipe: Recipe, data_dir: Path, sft_dir: Path, base: str, force: bool = False) -> tuple[str, dict[str, Any]]:
+def _ensure_sft(
+    recipe: Recipe, data_dir: Path, sft_dir: Path, base: str, force: bool = False
+) -> tuple[str, dict[str, Any]]:
     """Reuse ``sft_dir`` when its recipe fingerprint matches, else train it aside and swap it in."""
     done = sft_dir / "sft_metrics.json"
-    if done.is_file() and cache.check(cache.read(sft_dir), recipe, "sft", sft_dir, recipe.train.resume, force):
+    if done.is_file() and cache.check(
+        cache.read(sft_dir), recipe, "sft", sft_dir, recipe.train.resume, force
+    ):
         return str(sft_dir), json.loads(done.read_text())
     from care_core.fsio import publish_dir
     from care_core.stages.sft import run_sft
@@ -125,8 +132,12 @@ class _Tracking:
         self.tracker = Tracker.from_recipe(recipe)
         file = run_dir / TRACKING_FILE
         run_id = read_json(file).get("run_id") if file.is_file() else None  # a truncated file is named
-        self.tracker.start_run(recipe, run_name=recipe.tracking.run_name or recipe.name, run_id=run_id,
-                               tags={"care.run_dir": str(run_dir.resolve())})
+        self.tracker.start_run(
+            recipe,
+            run_name=recipe.tracking.run_name or recipe.name,
+            run_id=run_id,
+            tags={"care.run_dir": str(run_dir.resolve())},
+        )
         self.tracker.enable_buffer(run_dir / TRACKING_BUFFER)
         self.tracker.flush_buffer()  # metrics a previous process could not send
         file.write_text(json.dumps({"run_id": self.tracker.run_id, "uri": redact(recipe.tracking.uri)}))
@@ -198,7 +209,9 @@ def _relog_committed(tracking: _Tracking, run_dir: Path, resume: Any) -> None:
     except (OSError, ValueError, KeyError):
         logged = 0
     for r in range(logged + 1, resume.round_index + 1):
-        state_file = (resume.round_dir if r == resume.round_index else run_dir / ROUNDS / round_name(r)) / "state.json"
+        state_file = (
+            resume.round_dir if r == resume.round_index else run_dir / ROUNDS / round_name(r)
+        ) / "state.json"
         if state_file.is_file():
             logger.info("logging round %d's metrics again (the previous run stopped before sending them)", r)
             tracking.log(json.loads(state_file.read_text()).get("metrics") or {}, step=r)
@@ -223,8 +236,11 @@ def _check_prompts(recipe: Recipe, data_dir: Path) -> None:
     train = data_dir / "train.parquet"
     rows = pq.ParquetFile(train).metadata.num_rows
     if recipe.train.rounds > 0 and recipe.train.prompts_per_round > rows:
-        raise InputError(f"train.prompts_per_round={recipe.train.prompts_per_round} is more than the {rows} rows of the data",
-                         str(train), hint="lower train.prompts_per_round or ingest more rows (data.synthetic.n_train, a source's limit)")
+        raise InputError(
+            f"train.prompts_per_round={recipe.train.prompts_per_round} is more than the {rows} rows of the data",
+            str(train),
+            hint="lower train.prompts_per_round or ingest more rows (data.synthetic.n_train, a source's limit)",
+        )
 
 
 def run_train(recipe: Recipe, force: bool = False) -> dict[str, Any]:
@@ -235,8 +251,11 @@ def run_train(recipe: Recipe, force: bool = False) -> dict[str, Any]:
         try:
             return _run_train(recipe, force, signals)
         except TrainingInterrupted as exc:
-            logger.warning("care train %s: the round in progress was abandoned, the MLflow run marked KILLED; "
-                           "run the same command again to resume from the last committed round", exc)
+            logger.warning(
+                "care train %s: the round in progress was abandoned, the MLflow run marked KILLED; "
+                "run the same command again to resume from the last committed round",
+                exc,
+            )
             raise SystemExit(128 + exc.signum) from None
 
 
@@ -255,7 +274,9 @@ def _run_train(recipe: Recipe, force: bool, signals: _Signals) -> dict[str, Any]
     data_metrics = _ensure_data(recipe, data_dir, force)
     _check_prompts(recipe, data_dir)  # before SFT and the first rollout, not after them
     if resume is not None:
-        cache.check(resume.state.get("fingerprint"), recipe, "round", resume.round_dir, recipe.train.resume, force)
+        cache.check(
+            resume.state.get("fingerprint"), recipe, "round", resume.round_dir, recipe.train.resume, force
+        )
     base = resolve_model_path(recipe.model)
     tracking = _Tracking(recipe, run_dir)
     status = "FAILED"
@@ -279,23 +300,48 @@ def _run_train(recipe: Recipe, force: bool, signals: _Signals) -> dict[str, Any]
             logger.info("resuming after round %d from %s", resume.round_index, resume.round_dir)
             _relog_committed(tracking, run_dir, resume)
         rounds = range(first, recipe.train.rounds + 1)
-        for r in tqdm(rounds, desc=f"care train ({recipe.algorithm.name})", unit="round", disable=len(rounds) == 0):
+        for r in tqdm(
+            rounds, desc=f"care train ({recipe.algorithm.name})", unit="round", disable=len(rounds) == 0
+        ):
             t_round = time.perf_counter()
             wd = work_dir(run_dir, r)
             shutil.rmtree(wd, ignore_errors=True)
             wd.mkdir(parents=True)
             m_roll = run_rollout(recipe, policy, data_dir, wd / "rollouts.parquet", r)
             m_adv = run_advantage(recipe, wd / "rollouts.parquet", wd / "advantages.parquet")
-            m_upd = run_update(recipe, policy, wd / "advantages.parquet", wd / "policy", reference_path=reference,
-                               state_dir=state_dir)
+            m_upd = run_update(
+                recipe,
+                policy,
+                wd / "advantages.parquet",
+                wd / "policy",
+                reference_path=reference,
+                state_dir=state_dir,
+            )
             global_step = int(m_upd.get("update/global_step", global_step))
-            metrics = {**stage_metrics("rollout", m_roll), **stage_metrics("advantage", m_adv),
-                       **stage_metrics("update", m_upd), "perf/round_s": time.perf_counter() - t_round,
-                       "train/round": float(r), "train/global_step": float(global_step)}
-            state = {"round": r, "global_step": global_step, "reference": str(reference), "recipe_hash": recipe_hash(recipe),
-                     "fingerprint": cache.record(recipe, "round"), "metrics": _numeric(metrics)}
-            periodic_eval = bool(recipe.train.eval_every) and r % recipe.train.eval_every == 0 and r != recipe.train.rounds
-            with signals.shield():  # commit, then log exactly once (a SIGKILL here is repaired by _relog_committed)
+            metrics = {
+                **stage_metrics("rollout", m_roll),
+                **stage_metrics("advantage", m_adv),
+                **stage_metrics("update", m_upd),
+                "perf/round_s": time.perf_counter() - t_round,
+                "train/round": float(r),
+                "train/global_step": float(global_step),
+            }
+            state = {
+                "round": r,
+                "global_step": global_step,
+                "reference": str(reference),
+                "recipe_hash": recipe_hash(recipe),
+                "fingerprint": cache.record(recipe, "round"),
+                "metrics": _numeric(metrics),
+            }
+            periodic_eval = (
+                bool(recipe.train.eval_every)
+                and r % recipe.train.eval_every == 0
+                and r != recipe.train.rounds
+            )
+            with (
+                signals.shield()
+            ):  # commit, then log exactly once (a SIGKILL here is repaired by _relog_committed)
                 final = commit_round(run_dir, r, state)
                 policy, state_dir = str(final / "policy"), str(final / "policy" / TRAINER_STATE)
                 if not periodic_eval:
@@ -307,10 +353,18 @@ def _run_train(recipe: Recipe, force: bool, signals: _Signals) -> dict[str, Any]
                     tracking.log(metrics, step=r)
                     _mark_logged(run_dir, r)
             summary["rounds"].append(_numeric(metrics))
-            logger.info("round %d: reward %.3f acc %.3f loss %.4f (%.1fs)", r, metrics.get("reward/mean", math.nan),
-                        metrics.get("accuracy/mean", math.nan), metrics.get("actor/loss", math.nan), metrics["perf/round_s"])
+            logger.info(
+                "round %d: reward %.3f acc %.3f loss %.4f (%.1fs)",
+                r,
+                metrics.get("reward/mean", math.nan),
+                metrics.get("accuracy/mean", math.nan),
+                metrics.get("actor/loss", math.nan),
+                metrics["perf/round_s"],
+            )
         if recipe.eval.benchmarks:
-            eval_metrics = _evaluate(recipe, policy, run_dir / "eval" / f"round_{recipe.train.rounds:04d}", data_dir)
+            eval_metrics = _evaluate(
+                recipe, policy, run_dir / "eval" / f"round_{recipe.train.rounds:04d}", data_dir
+            )
             if eval_metrics:
                 tracking.log(eval_metrics, step=recipe.train.rounds)
                 summary["eval"] = eval_metrics
@@ -320,8 +374,14 @@ def _run_train(recipe: Recipe, force: bool, signals: _Signals) -> dict[str, Any]
         raise
     finally:
         tracking.end(status)
-    summary.update({"final_policy": policy, "global_step": global_step, "mlflow_run_id": tracking.tracker.run_id,
-                    "total_s": time.perf_counter() - t_start})
+    summary.update(
+        {
+            "final_policy": policy,
+            "global_step": global_step,
+            "mlflow_run_id": tracking.tracker.run_id,
+            "total_s": time.perf_counter() - t_start,
+        }
+    )
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     return summary
 

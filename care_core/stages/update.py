@@ -72,7 +72,9 @@ def read_update_rows(rollouts_path: str | Path) -> tuple[list[TrainRow], dict[st
     table = conform(read_parquet(rollouts_path), ROLLOUT_SCHEMA, str(rollouts_path))
     for col in ("advantage", "role"):
         if col not in table.column_names:
-            raise SchemaError(f"{rollouts_path}: missing column {col!r}; run the advantage stage on the rollouts first")
+            raise SchemaError(
+                f"{rollouts_path}: missing column {col!r}; run the advantage stage on the rollouts first"
+            )
     if table.num_rows == 0:
         raise SchemaError(f"{rollouts_path}: no rollout rows to train on")
     if "reward" in table.column_names:
@@ -87,8 +89,9 @@ def read_update_rows(rollouts_path: str | Path) -> tuple[list[TrainRow], dict[st
     return rows_from_records(records, str(rollouts_path)), images
 
 
-def make_mm_lookup(processor: Any, images: dict[str, list[dict[str, Any]]], data_cfg: Any,
-                   where: str) -> Callable[[TrainRow], dict[str, torch.Tensor]]:
+def make_mm_lookup(
+    processor: Any, images: dict[str, list[dict[str, Any]]], data_cfg: Any, where: str
+) -> Callable[[TrainRow], dict[str, torch.Tensor]]:
     """Vision tensors per group, re-made from the images stored with the rollouts (decoded and
     resized exactly as the prompt encoder does; cached), checked against the number of image
     placeholders in each row's prompt."""
@@ -104,7 +107,10 @@ def make_mm_lookup(processor: Any, images: dict[str, list[dict[str, Any]]], data
             if structs:
                 pils = decode_images({"id": row.group_id, "images": structs}, data_cfg.image_max_pixels)
                 out = processor.image_processor(images=pils, return_tensors="pt")
-                cache[row.group_id] = {"pixel_values": out["pixel_values"], "image_grid_thw": out["image_grid_thw"]}
+                cache[row.group_id] = {
+                    "pixel_values": out["pixel_values"],
+                    "image_grid_thw": out["image_grid_thw"],
+                }
             else:
                 cache[row.group_id] = {}
         mm = cache[row.group_id]
@@ -112,29 +118,48 @@ def make_mm_lookup(processor: Any, images: dict[str, list[dict[str, Any]]], data
             expected = int(mm["image_grid_thw"].prod(dim=-1).sum()) // merge if mm else 0
             found = sum(1 for t in row.prompt_ids if t == image_token)
             if found != expected:
-                raise SchemaError(f"{where}: group {row.group_id}: prompt has {found} image tokens but its stored images give {expected}")
+                raise SchemaError(
+                    f"{where}: group {row.group_id}: prompt has {found} image tokens but its stored images give {expected}"
+                )
         return mm
 
     return lookup
 
 
 def prepare_rows(
-    recipe: Recipe, model: torch.nn.Module, rows: list[TrainRow], mm_for: Callable, reference_path: str, pad_id: int
+    recipe: Recipe,
+    model: torch.nn.Module,
+    rows: list[TrainRow],
+    mm_for: Callable,
+    reference_path: str,
+    pad_id: int,
 ) -> dict[str, float]:
     """Recompute old log-probs (optional) and attach reference log-probs; returns timing info."""
     cfg = settings_from_recipe(recipe, pad_id)
     t0 = time.perf_counter()
     if recipe.train.recompute_old_logprobs:
-        for row, lp in zip(rows, sequence_logprobs(model, rows, mm_for, cfg.micro_batch_size, cfg.temperature, pad_id), strict=True):
+        for row, lp in zip(
+            rows,
+            sequence_logprobs(model, rows, mm_for, cfg.micro_batch_size, cfg.temperature, pad_id),
+            strict=True,
+        ):
             row.old_logprobs = lp
     if cfg.kl_enable:
         from care_core.models import load_policy
 
-        ref, _ = load_policy(reference_path, dtype=recipe.model.dtype, attn_implementation=recipe.model.attn_implementation,
-                             cache_dir=recipe.model.cache_dir)
+        ref, _ = load_policy(
+            reference_path,
+            dtype=recipe.model.dtype,
+            attn_implementation=recipe.model.attn_implementation,
+            cache_dir=recipe.model.cache_dir,
+        )
         ref.to(next(model.parameters()).device)
         ref.requires_grad_(False)
-        for row, lp in zip(rows, sequence_logprobs(ref, rows, mm_for, cfg.micro_batch_size, cfg.temperature, pad_id), strict=True):
+        for row, lp in zip(
+            rows,
+            sequence_logprobs(ref, rows, mm_for, cfg.micro_batch_size, cfg.temperature, pad_id),
+            strict=True,
+        ):
             row.ref_logprobs = lp
         del ref
     return {"perf/ref_logprob_s": time.perf_counter() - t0}
@@ -145,7 +170,9 @@ def configure_trainable(model: torch.nn.Module, recipe: Recipe) -> None:
     if recipe.model.freeze_vision:
         visual = getattr(model, "visual", None) or getattr(getattr(model, "model", None), "visual", None)
         if visual is None:
-            raise ValueError(f"model.freeze_vision: {type(model).__name__} has no vision tower attribute 'visual'")
+            raise ValueError(
+                f"model.freeze_vision: {type(model).__name__} has no vision tower attribute 'visual'"
+            )
         visual.requires_grad_(False)
     if recipe.model.gradient_checkpointing:
         enable = getattr(model, "activation_checkpointing_enable", None)
@@ -156,7 +183,9 @@ def configure_trainable(model: torch.nn.Module, recipe: Recipe) -> None:
         model.config.use_cache = False
 
 
-def _save_model(model: torch.nn.Module, processor: Any, out_dir: Path, state_dict: dict | None = None) -> None:
+def _save_model(
+    model: torch.nn.Module, processor: Any, out_dir: Path, state_dict: dict | None = None
+) -> None:
     """Write into the update's private staging folder (published as a whole by ``run_update``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, state_dict=state_dict)
@@ -175,15 +204,21 @@ class PreparedUpdate:
     prep: dict[str, float]
 
 
-def load_and_prepare(recipe: Recipe, model_path: str, rollouts_path: str, reference_path: str) -> PreparedUpdate:
+def load_and_prepare(
+    recipe: Recipe, model_path: str, rollouts_path: str, reference_path: str
+) -> PreparedUpdate:
     """The one load path of both backends: read + check the rows (before loading any model), seed,
     load the policy, attach old/reference log-probs, freeze/checkpoint as configured."""
     from care_core.models import load_policy
 
     rows, images = read_update_rows(rollouts_path)
     torch.manual_seed(recipe.train.seed)
-    model, processor = load_policy(model_path, dtype=recipe.model.dtype, attn_implementation=recipe.model.attn_implementation,
-                                   cache_dir=recipe.model.cache_dir)
+    model, processor = load_policy(
+        model_path,
+        dtype=recipe.model.dtype,
+        attn_implementation=recipe.model.attn_implementation,
+        cache_dir=recipe.model.cache_dir,
+    )
     pad_id = int(processor.tokenizer.pad_token_id or 0)
     mm_for = make_mm_lookup(processor, images, recipe.data, str(rollouts_path))
     prep = prepare_rows(recipe, model, rows, mm_for, reference_path, pad_id)
@@ -191,8 +226,14 @@ def load_and_prepare(recipe: Recipe, model_path: str, rollouts_path: str, refere
     return PreparedUpdate(model, processor, pad_id, rows, mm_for, prep)
 
 
-def _plain_update(recipe: Recipe, model_path: str, rollouts_path: str, out_dir: Path, reference_path: str,
-                  state_dir: str | None) -> dict[str, Any]:
+def _plain_update(
+    recipe: Recipe,
+    model_path: str,
+    rollouts_path: str,
+    out_dir: Path,
+    reference_path: str,
+    state_dir: str | None,
+) -> dict[str, Any]:
     p = load_and_prepare(recipe, model_path, rollouts_path, reference_path)
     optimizer = build_optimizer(p.model.parameters(), recipe.optim)
     scheduler = build_scheduler(optimizer, recipe.optim, total_optimizer_steps(recipe))
@@ -216,12 +257,20 @@ def check_output_dir(out_dir: Path, inputs: dict[str, str | Path | None]) -> Non
             continue  # a hub id or tiny:// id
         src = Path(value).resolve()
         if src == out or out in src.parents:
-            raise ValueError(f"--out {out_dir} would overwrite the input {flag} {value}; "
-                             "the update never modifies its inputs: choose a new output folder")
+            raise ValueError(
+                f"--out {out_dir} would overwrite the input {flag} {value}; "
+                "the update never modifies its inputs: choose a new output folder"
+            )
 
 
-def _metrics(history: list[dict[str, float]], prep: dict[str, float], train_s: float, rows: list[TrainRow], global_step: int,
-             backend: str) -> dict[str, Any]:
+def _metrics(
+    history: list[dict[str, float]],
+    prep: dict[str, float],
+    train_s: float,
+    rows: list[TrainRow],
+    global_step: int,
+    backend: str,
+) -> dict[str, Any]:
     out: dict[str, Any] = summarize(history)
     out.update(prep)
     tokens = sum(h["actor/tokens"] for h in history)
@@ -257,8 +306,15 @@ def run_update(
 
         model_path = resolve_model_path(recipe.model)
     reference_path = str(reference_path or model_path)
-    check_output_dir(out_dir, {"--model": model_path, "--reference": reference_path, "--state": state_dir,
-                               "--rollouts": rollouts_path})
+    check_output_dir(
+        out_dir,
+        {
+            "--model": model_path,
+            "--reference": reference_path,
+            "--state": state_dir,
+            "--rollouts": rollouts_path,
+        },
+    )
     if not Path(rollouts_path).is_file():
         raise FileNotFoundError(f"--rollouts {rollouts_path}: no such file")
     from care_core.models.loading import check_model_path
@@ -281,8 +337,14 @@ def run_update(
             }
             metrics = launch(spec, recipe.train.distributed, module="care_core.stages.update")
         else:
-            metrics = _plain_update(recipe, str(model_path), str(rollouts_path), staging, reference_path,
-                                    str(state_dir) if state_dir else None)
+            metrics = _plain_update(
+                recipe,
+                str(model_path),
+                str(rollouts_path),
+                staging,
+                reference_path,
+                str(state_dir) if state_dir else None,
+            )
         metrics["perf/update_stage_s"] = time.perf_counter() - start
         (staging / TRAINER_STATE).mkdir(parents=True, exist_ok=True)
         (staging / TRAINER_STATE / "metrics.json").write_text(json.dumps(metrics, default=float, indent=1))
@@ -315,8 +377,14 @@ def _deepspeed_worker(spec_path: str) -> None:
         _save_model(backend.module, p.processor, out_dir, state_dict=state_dict)
     backend.save_state(out_dir / TRAINER_STATE, start_step + n_steps)
     if rank == 0:
-        metrics = _metrics(history, p.prep, train_s, p.rows, start_step + n_steps,
-                           backend=f"deepspeed-zero{recipe.train.distributed.zero_stage}")
+        metrics = _metrics(
+            history,
+            p.prep,
+            train_s,
+            p.rows,
+            start_step + n_steps,
+            backend=f"deepspeed-zero{recipe.train.distributed.zero_stage}",
+        )
         metrics["update/world_size"] = float(world)
         (out_dir / TRAINER_STATE / "worker_metrics.json").write_text(json.dumps(metrics, default=float))
     dist.barrier()
@@ -336,7 +404,9 @@ def resolve_state_dir_for_ds(state_dir: str | None) -> Path | None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="DeepSpeed update worker (internal; use `care update`)")
     parser.add_argument("--worker", required=True, help="JSON spec written by run_update")
-    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help="set by the deepspeed launcher")
+    parser.add_argument(
+        "--local_rank", "--local-rank", type=int, default=None, help="set by the deepspeed launcher"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _deepspeed_worker(args.worker)

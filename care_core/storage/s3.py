@@ -33,8 +33,10 @@ _RETRYABLE_HTTP = {408, 429, 500, 502, 503, 504}
 class StorageError(CareError, RuntimeError):
     """An artifact transfer that failed for good (after retries); the message names the URI."""
 
-    default_hint = ("check the S3 endpoint and credentials in the environment (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, "
-                    "AWS_SECRET_ACCESS_KEY) and that the bucket exists")
+    default_hint = (
+        "check the S3 endpoint and credentials in the environment (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, "
+        "AWS_SECRET_ACCESS_KEY) and that the bucket exists"
+    )
 
 
 class ChecksumMismatch(StorageError):
@@ -89,15 +91,25 @@ def is_retryable(exc: BaseException) -> bool:
         ConnectionError as BotoConnectionError,
     )
 
-    if isinstance(exc, ChecksumMismatch | BotoConnectionError | HTTPClientError | ConnectionError | TimeoutError):
+    if isinstance(
+        exc, ChecksumMismatch | BotoConnectionError | HTTPClientError | ConnectionError | TimeoutError
+    ):
         return True
     if isinstance(exc, S3UploadFailedError):
         text = str(exc)
-        return not any(code in text for code in ("AccessDenied", "NoSuchBucket", "InvalidAccessKeyId", "SignatureDoesNotMatch"))
+        return not any(
+            code in text
+            for code in ("AccessDenied", "NoSuchBucket", "InvalidAccessKeyId", "SignatureDoesNotMatch")
+        )
     if isinstance(exc, ClientError):
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         code = exc.response.get("Error", {}).get("Code", "")
-        return status in _RETRYABLE_HTTP or code in {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable"}
+        return status in _RETRYABLE_HTTP or code in {
+            "SlowDown",
+            "RequestTimeout",
+            "InternalError",
+            "ServiceUnavailable",
+        }
     return False
 
 
@@ -106,7 +118,9 @@ def backoff_base_s() -> float:
     return float(os.environ.get("CARE_STORAGE_BACKOFF_S", "1.0"))
 
 
-def with_retries(action: Callable[[], T], what: str, uri: str, retries: int, backoff_s: float | None = None) -> T:
+def with_retries(
+    action: Callable[[], T], what: str, uri: str, retries: int, backoff_s: float | None = None
+) -> T:
     """Run ``action``; retry transient failures ``retries`` times with exponential backoff.
 
     Raises ``StorageError`` naming ``what`` and ``uri`` once retries are exhausted or on a
@@ -126,7 +140,15 @@ def with_retries(action: Callable[[], T], what: str, uri: str, retries: int, bac
                     f"{type(exc).__name__}: {exc}"
                 ) from exc
             delay = base * 2 ** (attempt - 1)
-            log.warning("%s %s: attempt %d/%d failed (%s); retrying in %.1fs", what, uri, attempt, attempts, exc, delay)
+            log.warning(
+                "%s %s: attempt %d/%d failed (%s); retrying in %.1fs",
+                what,
+                uri,
+                attempt,
+                attempts,
+                exc,
+                delay,
+            )
             time.sleep(delay)
     raise AssertionError("unreachable")
 
@@ -135,7 +157,9 @@ def _transfer_config(multipart_threshold_mb: int) -> Any:
     from boto3.s3.transfer import TransferConfig
 
     size = max(5, multipart_threshold_mb) << 20  # S3 parts are at least 5 MiB
-    return TransferConfig(multipart_threshold=size, multipart_chunksize=size, use_threads=True, max_concurrency=4)
+    return TransferConfig(
+        multipart_threshold=size, multipart_chunksize=size, use_threads=True, max_concurrency=4
+    )
 
 
 def upload_file(

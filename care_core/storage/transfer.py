@@ -26,13 +26,17 @@ def upload(local: str | Path, uri: str, *, retries: int = 5, multipart_threshold
     return upload_file(local, uri, retries=retries, multipart_threshold_mb=multipart_threshold_mb)
 
 
-def upload_file(local: str | Path, uri: str, *, retries: int = 5, multipart_threshold_mb: int = 64, client: Any = None) -> str:
+def upload_file(
+    local: str | Path, uri: str, *, retries: int = 5, multipart_threshold_mb: int = 64, client: Any = None
+) -> str:
     """Copy one file to ``uri`` (S3 object or local path); return ``uri``."""
     local = Path(local)
     if not local.is_file():
         raise FileNotFoundError(f"cannot upload {local} to {uri}: no such file")
     if is_s3(uri):
-        return s3.upload_file(local, uri, client=client, retries=retries, multipart_threshold_mb=multipart_threshold_mb)
+        return s3.upload_file(
+            local, uri, client=client, retries=retries, multipart_threshold_mb=multipart_threshold_mb
+        )
     dest = Path(uri)
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.resolve() != local.resolve():
@@ -49,7 +53,13 @@ def upload_dir(local_dir: str | Path, uri: str, *, retries: int = 5, multipart_t
     files = sorted(p for p in local_dir.rglob("*") if p.is_file())
     for path in files:
         rel = path.relative_to(local_dir).as_posix()
-        upload_file(path, join(uri, rel), retries=retries, multipart_threshold_mb=multipart_threshold_mb, client=client)
+        upload_file(
+            path,
+            join(uri, rel),
+            retries=retries,
+            multipart_threshold_mb=multipart_threshold_mb,
+            client=client,
+        )
     log.info("uploaded %d files from %s to %s", len(files), local_dir, uri)
     return uri
 
@@ -74,8 +84,11 @@ def local_targets(uri: str, key_uris: list[str], local_dir: Path) -> list[tuple[
     A key whose path below the prefix leaves ``local_dir`` (``..`` segments, a leading ``/``: AWS S3
     accepts such keys) raises ``SecurityError`` naming the key."""
     prefix = uri.rstrip("/") + "/"
-    return [(key_uri, contained(local_dir, key_uri[len(prefix) :], f"S3 key {key_uri}"))
-            for key_uri in key_uris if not key_uri.endswith("/")]
+    return [
+        (key_uri, contained(local_dir, key_uri[len(prefix) :], f"S3 key {key_uri}"))
+        for key_uri in key_uris
+        if not key_uri.endswith("/")
+    ]
 
 
 def download_dir(uri: str, local_dir: str | Path, *, retries: int = 5) -> Path:
@@ -95,7 +108,9 @@ def download_dir(uri: str, local_dir: str | Path, *, retries: int = 5) -> Path:
     keys = s3.list_keys(uri, client=client, retries=retries)
     if not keys:
         raise s3.StorageError(f"download of {uri} failed: no objects under this prefix")
-    for key_uri, target in local_targets(uri, keys, local_dir):  # every key checked before anything is written
+    for key_uri, target in local_targets(
+        uri, keys, local_dir
+    ):  # every key checked before anything is written
         s3.download_file(key_uri, target, client=client, retries=retries)
     log.info("downloaded %d files from %s to %s", len(keys), uri, local_dir)
     return local_dir

@@ -32,7 +32,9 @@ REPORT_TAG = "care.report"
 class CompareError(CareError, ValueError):
     """The experiment lacks what the comparison needs; the message says what is there."""
 
-    default_hint = "check --experiment and --tracking-uri: the experiment needs a FINISHED run of each algorithm"
+    default_hint = (
+        "check --experiment and --tracking-uri: the experiment needs a FINISHED run of each algorithm"
+    )
 
 
 def latest_runs(tracker: Tracker, algorithms: tuple[str, ...]) -> dict[str, Any]:
@@ -40,7 +42,9 @@ def latest_runs(tracker: Tracker, algorithms: tuple[str, ...]) -> dict[str, Any]
     runs = tracker._call(
         "search_runs",
         lambda: tracker.client.search_runs(
-            [tracker.experiment_id], filter_string="attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"]
+            [tracker.experiment_id],
+            filter_string="attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"],
         ),
     )
     chosen: dict[str, Any] = {}
@@ -52,7 +56,9 @@ def latest_runs(tracker: Tracker, algorithms: tuple[str, ...]) -> dict[str, Any]
     return chosen
 
 
-def comparison_rows(baseline: dict[str, dict[str, float]], candidate: dict[str, dict[str, float]]) -> list[list[Any]]:
+def comparison_rows(
+    baseline: dict[str, dict[str, float]], candidate: dict[str, dict[str, float]]
+) -> list[list[Any]]:
     """Rows ``[benchmark, baseline acc, candidate acc, delta (points)]``; macro average last."""
     names = sorted((set(baseline) | set(candidate)) - {"macro_avg"})
     if "macro_avg" in baseline or "macro_avg" in candidate:
@@ -93,13 +99,22 @@ def compare_experiment(
     b_label, c_label = algorithm_label(baseline), algorithm_label(candidate)
     scores = {algo: eval_scores(run.data.metrics) for algo, run in runs.items()}
     rows = comparison_rows(scores[baseline], scores[candidate])
-    headers = ["benchmark", f"{b_label} accuracy", f"{c_label} accuracy", f"delta {c_label}-{b_label} (points)"]
+    headers = [
+        "benchmark",
+        f"{b_label} accuracy",
+        f"{c_label} accuracy",
+        f"delta {c_label}-{b_label} (points)",
+    ]
 
     histories = {
-        f"{algorithm_label(algo)} ({run.info.run_id[:8]})": run_history(tracker.client, run.info.run_id, run.data.metrics.keys())
+        f"{algorithm_label(algo)} ({run.info.run_id[:8]})": run_history(
+            tracker.client, run.info.run_id, run.data.metrics.keys()
+        )
         for algo, run in ((baseline, runs[baseline]), (candidate, runs[candidate]))
     }
-    png = plot_learning_curves(histories, out_dir / "learning_curves.png", title=f"{c_label} vs {b_label}: {experiment}")
+    png = plot_learning_curves(
+        histories, out_dir / "learning_curves.png", title=f"{c_label} vs {b_label}: {experiment}"
+    )
 
     run_lines = [
         f"- {algorithm_label(a)}: run `{r.info.run_id}` (recipe {r.data.tags.get('recipe.name', '?')}, "
@@ -113,10 +128,15 @@ def compare_experiment(
         + markdown_table(headers, rows)
         + ("\n![learning curves](learning_curves.png)\n" if png else "\n(no per-round metrics to plot)\n")
     )
-    sections = [f"<ul>{''.join(f'<li>{line[2:]}</li>' for line in run_lines)}</ul>", html_table(headers, rows)]
+    sections = [
+        f"<ul>{''.join(f'<li>{line[2:]}</li>' for line in run_lines)}</ul>",
+        html_table(headers, rows),
+    ]
     if png:
         encoded = base64.b64encode(png.read_bytes()).decode()
-        sections.append(f"<h2>Learning curves</h2><img alt='learning curves' src='data:image/png;base64,{encoded}'/>")
+        sections.append(
+            f"<h2>Learning curves</h2><img alt='learning curves' src='data:image/png;base64,{encoded}'/>"
+        )
     md_path = out_dir / "comparison.md"
     html_path = out_dir / "comparison.html"
     json_path = out_dir / "comparison.json"
@@ -137,7 +157,9 @@ def compare_experiment(
 
     if log_to_mlflow:
         with tracker.start_run(
-            None, run_name=f"compare-{baseline}-vs-{candidate}", tags={REPORT_TAG: "compare", "compared.runs": ",".join(report["runs"].values())}
+            None,
+            run_name=f"compare-{baseline}-vs-{candidate}",
+            tags={REPORT_TAG: "compare", "compared.runs": ",".join(report["runs"].values())},
         ) as rep:
             for row in rows:
                 if row[3] != "n/a":
@@ -170,7 +192,10 @@ def compare_registered(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tracker = Tracker(tracking_uri, "care")
-    versions = {alias: version_by_alias(tracker, registered_model, alias) for alias in (baseline_alias, candidate_alias)}
+    versions = {
+        alias: version_by_alias(tracker, registered_model, alias)
+        for alias in (baseline_alias, candidate_alias)
+    }
     missing = [alias for alias, v in versions.items() if v is None]
     if missing:
         try:
@@ -186,7 +211,12 @@ def compare_registered(
     base, cand = versions[baseline_alias], versions[candidate_alias]
     b_label, c_label = f"{baseline_alias} v{base.version}", f"{candidate_alias} v{cand.version}"
     rows = comparison_rows(scores[baseline_alias], scores[candidate_alias])
-    headers = ["benchmark", f"{b_label} accuracy", f"{c_label} accuracy", f"delta {c_label}-{b_label} (points)"]
+    headers = [
+        "benchmark",
+        f"{b_label} accuracy",
+        f"{c_label} accuracy",
+        f"delta {c_label}-{b_label} (points)",
+    ]
     lines = [
         f"- {alias} v{v.version}: run `{v.run_id}`, gate score {(v.tags or {}).get(TAG_EVAL_SCORE, '?')}, "
         f"parent v{(v.tags or {}).get(TAG_PARENT_VERSION) or '—'}, data {(v.tags or {}).get('data.fingerprint', '?')[:12]}, "
@@ -195,8 +225,11 @@ def compare_registered(
     ]
     reason = (cand.tags or {}).get(TAG_REASON, "")
     markdown = (
-        f"# {c_label} vs {b_label} — registered model `{registered_model}`\n\n" + "\n".join(lines) + "\n\n"
-        + markdown_table(headers, rows) + (f"\nGate on v{cand.version}: {reason}\n" if reason else "")
+        f"# {c_label} vs {b_label} — registered model `{registered_model}`\n\n"
+        + "\n".join(lines)
+        + "\n\n"
+        + markdown_table(headers, rows)
+        + (f"\nGate on v{cand.version}: {reason}\n" if reason else "")
     )
     report: dict[str, Any] = {
         "registered_model": registered_model,

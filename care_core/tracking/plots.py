@@ -28,7 +28,9 @@ def select_curve_metrics(names: Iterable[str]) -> dict[str, str]:
     return chosen
 
 
-def plot_learning_curves(runs: Mapping[str, History], out_path: str | Path, title: str = "Learning curves") -> Path | None:
+def plot_learning_curves(
+    runs: Mapping[str, History], out_path: str | Path, title: str = "Learning curves"
+) -> Path | None:
     """One panel per curve, one line per run label; returns the PNG path or None if nothing to plot."""
     import matplotlib
 

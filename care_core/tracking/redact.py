@@ -83,5 +83,12 @@ def install_log_redaction() -> None:
     _installed = True
 
 
-__all__ = ["MASK", "RedactingFilter", "find_credentials", "has_credentials", "install_log_redaction", "redact",
-           "redact_value"]
+__all__ = [
+    "MASK",
+    "RedactingFilter",
+    "find_credentials",
+    "has_credentials",
+    "install_log_redaction",
+    "redact",
+    "redact_value",
+]

@@ -60,7 +60,8 @@ def eval_spec(recipe: Recipe) -> str:
     ev = recipe.eval
     spec = {
         "benchmarks": [
-            {"name": b.name, "split": b.split, "config_name": b.config_name, "limit": b.limit} for b in ev.benchmarks
+            {"name": b.name, "split": b.split, "config_name": b.config_name, "limit": b.limit}
+            for b in ev.benchmarks
         ],
         "decode": {"temperature": ev.temperature, "top_p": ev.top_p, "max_new_tokens": ev.max_new_tokens},
     }
@@ -111,11 +112,15 @@ def decide_promotion(new: Candidate, champion: Candidate | None, min_improvement
         return GateDecision(promote, reason, new.score, old_score, threshold, old_version)
 
     if new.score is None or not math.isfinite(new.score):
-        return verdict(False, "the new model has no eval score (no accuracy logged for a configured benchmark)")
+        return verdict(
+            False, "the new model has no eval score (no accuracy logged for a configured benchmark)"
+        )
     if champion is None:
         return verdict(True, "no champion yet: the first registered model becomes champion")
     if champion.score is None or not math.isfinite(champion.score):
-        return verdict(False, f"champion v{old_version} has no eval score to compare with; promote by hand if wanted")
+        return verdict(
+            False, f"champion v{old_version} has no eval score to compare with; promote by hand if wanted"
+        )
     if champion.spec != new.spec:
         return verdict(
             False,
@@ -167,12 +172,18 @@ def register_version(tracker: Tracker, name: str, source: str, run_id: str | Non
         tracker.client.get_registered_model(name)
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise TrackingError(f"MLflow get_registered_model({name}) at {tracker.tracking_uri} failed: {exc}") from exc
-        tracker._call(f"create_registered_model({name})", lambda: tracker.client.create_registered_model(name))
+            raise TrackingError(
+                f"MLflow get_registered_model({name}) at {tracker.tracking_uri} failed: {exc}"
+            ) from exc
+        tracker._call(
+            f"create_registered_model({name})", lambda: tracker.client.create_registered_model(name)
+        )
     clean = {str(k): str(v) for k, v in tags.items() if v is not None}
     return tracker._call(
         f"create_model_version({name})",
-        lambda: tracker.client.create_model_version(name, source, run_id=run_id, tags=clean, description=description),
+        lambda: tracker.client.create_model_version(
+            name, source, run_id=run_id, tags=clean, description=description
+        ),
     )
 
 
@@ -199,10 +210,14 @@ def resolve_models_uri(tracker: Tracker, uri: str) -> tuple[str, Any | None]:
         name, alias = rest.split("@", 1)
         version = version_by_alias(tracker, name, alias)
         if version is None:
-            raise TrackingError(f"{uri}: registered model {name!r} has no alias {alias!r} at {tracker.tracking_uri}")
+            raise TrackingError(
+                f"{uri}: registered model {name!r} has no alias {alias!r} at {tracker.tracking_uri}"
+            )
     else:
         name, _, number = rest.rpartition("/")
-        version = tracker._call(f"get_model_version({uri})", lambda: tracker.client.get_model_version(name, number))
+        version = tracker._call(
+            f"get_model_version({uri})", lambda: tracker.client.get_model_version(name, number)
+        )
     return str(version.source), version
 
 
@@ -218,7 +233,11 @@ def download_model(source: str, dest: str | Path, tracking_uri: str, *, retries:
         import mlflow.artifacts
 
         tmp = dest / ".download"
-        got = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(tmp), tracking_uri=tracking_uri))
+        got = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=source, dst_path=str(tmp), tracking_uri=tracking_uri
+            )
+        )
         for item in got.iterdir():
             shutil.move(str(item), dest / item.name)
         shutil.rmtree(tmp, ignore_errors=True)

@@ -38,7 +38,9 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
 
 def html_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row) + "</tr>" for row in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row) + "</tr>" for row in rows
+    )
     return f"<table border='1' cellpadding='4' style='border-collapse:collapse'><tr>{head}</tr>{body}</table>"
 
 
@@ -56,12 +58,22 @@ def eval_table_rows(result: Mapping[str, Any]) -> list[list[Any]]:
     rows = []
     for bench, fields in scores.items():
         n = fields.get("n")
-        rows.append([bench, fields.get("accuracy", float("nan")), fields.get("format_rate", float("nan")), "" if n is None else int(n)])
+        rows.append(
+            [
+                bench,
+                fields.get("accuracy", float("nan")),
+                fields.get("format_rate", float("nan")),
+                "" if n is None else int(n),
+            ]
+        )
     return rows
 
 
 def write_table_reports(
-    result: Mapping[str, Any], md_path: str | Path, html_path: str | Path, stage_markdown: str | Path | None = None
+    result: Mapping[str, Any],
+    md_path: str | Path,
+    html_path: str | Path,
+    stage_markdown: str | Path | None = None,
 ) -> str:
     """Write the eval table as Markdown and HTML (for the KFP UI); return the Markdown.
 

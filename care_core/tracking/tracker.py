@@ -121,7 +121,9 @@ class Tracker:
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.retries = retries
-        self.backoff_s = float(os.environ.get("CARE_TRACKING_BACKOFF_S", "1.0")) if backoff_s is None else backoff_s
+        self.backoff_s = (
+            float(os.environ.get("CARE_TRACKING_BACKOFF_S", "1.0")) if backoff_s is None else backoff_s
+        )
         self.artifact_location = _local_artifact_location(tracking_uri)
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.run_id: str | None = None
@@ -155,7 +157,14 @@ class Tracker:
                     f"(is the tracking server reachable?): {error}"
                 ) from error
             delay = self.backoff_s * 2 ** (attempt - 1)
-            log.warning("MLflow %s: attempt %d/%d failed (%s); retrying in %.1fs", what, attempt, attempts, error, delay)
+            log.warning(
+                "MLflow %s: attempt %d/%d failed (%s); retrying in %.1fs",
+                what,
+                attempt,
+                attempts,
+                error,
+                delay,
+            )
             time.sleep(delay)
         raise AssertionError("unreachable")
 
@@ -163,13 +172,17 @@ class Tracker:
     def experiment_id(self) -> str:
         """Id of the experiment, created (with a local artifact folder for sqlite stores) if missing."""
         if self._experiment_id is None:
-            found = self._call("get_experiment_by_name", lambda: self.client.get_experiment_by_name(self.experiment))
+            found = self._call(
+                "get_experiment_by_name", lambda: self.client.get_experiment_by_name(self.experiment)
+            )
             if found is not None:
                 self._experiment_id = found.experiment_id
             else:
                 self._experiment_id = self._call(
                     "create_experiment",
-                    lambda: self.client.create_experiment(self.experiment, artifact_location=self.artifact_location),
+                    lambda: self.client.create_experiment(
+                        self.experiment, artifact_location=self.artifact_location
+                    ),
                 )
         return self._experiment_id
 
@@ -232,7 +245,12 @@ class Tracker:
                 lambda: self.client.create_run(self.experiment_id, run_name=name, tags=all_tags),
             )
             self.run_id = run.info.run_id
-            log.info("MLflow run %s in experiment %r at %s", self.run_id, self.experiment, redact(self.tracking_uri))
+            log.info(
+                "MLflow run %s in experiment %r at %s",
+                self.run_id,
+                self.experiment,
+                redact(self.tracking_uri),
+            )
         self.set_tags(all_tags)
         if recipe is not None:
             self.log_params(flatten(recipe_to_dict(recipe)))
@@ -251,12 +269,22 @@ class Tracker:
         while not self.flush_buffer(retries=0):
             left = deadline - time.monotonic()
             if left <= 0:
-                log.warning("MLflow at %s unreachable: run %s not marked %s; %d metric(s) kept in %s (the next "
-                            "`care train` of this run folder sends them)", self.tracking_uri, run_id, status,
-                            self.buffered(), self.buffer_path)
+                log.warning(
+                    "MLflow at %s unreachable: run %s not marked %s; %d metric(s) kept in %s (the next "
+                    "`care train` of this run folder sends them)",
+                    self.tracking_uri,
+                    run_id,
+                    status,
+                    self.buffered(),
+                    self.buffer_path,
+                )
                 return
-            log.info("waiting for MLflow at %s to send %d buffered metric(s) (%.0fs left)", self.tracking_uri,
-                     self.buffered(), left)
+            log.info(
+                "waiting for MLflow at %s to send %d buffered metric(s) (%.0fs left)",
+                self.tracking_uri,
+                self.buffered(),
+                left,
+            )
             time.sleep(min(self.backoff_s * 4, left))
         try:
             self._call("set_terminated", lambda: self.client.set_terminated(run_id, status=status))
@@ -313,13 +341,16 @@ class Tracker:
             chunk = entries[:1000]
             metrics = [Metric(e["key"], e["value"], e["timestamp"], e["step"]) for e in chunk]
             try:
-                self._call("log_batch(buffered metrics)", lambda m=metrics: self.client.log_batch(run_id, metrics=m),
-                           retries=retries)
+                self._call(
+                    "log_batch(buffered metrics)",
+                    lambda m=metrics: self.client.log_batch(run_id, metrics=m),
+                    retries=retries,
+                )
             except TrackingError as exc:
                 if not exc.transient:
                     raise
                 return False
-            entries = entries[len(chunk):]
+            entries = entries[len(chunk) :]
             self._write_buffer(entries, append=False)
         log.info("MLflow at %s reachable again: buffered metrics sent", self.tracking_uri)
         return True
@@ -346,7 +377,9 @@ class Tracker:
             chunk = items[start : start + 100]
             self._call("log_batch(params)", lambda chunk=chunk: self.client.log_batch(run_id, params=chunk))
 
-    def log_metrics(self, metrics: Mapping[str, Any], *, step: int | None = None, prefix: str = "") -> dict[str, float]:
+    def log_metrics(
+        self, metrics: Mapping[str, Any], *, step: int | None = None, prefix: str = ""
+    ) -> dict[str, float]:
         """Log numeric values (nested dicts flattened with ``/``); returns what was logged."""
         from mlflow.entities import Metric
 
@@ -360,7 +393,9 @@ class Tracker:
         for start in range(0, len(items), 1000):
             chunk = items[start : start + 1000]
             try:
-                self._call("log_batch(metrics)", lambda chunk=chunk: self.client.log_batch(run_id, metrics=chunk))
+                self._call(
+                    "log_batch(metrics)", lambda chunk=chunk: self.client.log_batch(run_id, metrics=chunk)
+                )
             except TrackingError as exc:
                 if self.buffer_path is None or not exc.transient:
                     raise
@@ -371,8 +406,13 @@ class Tracker:
     def _buffer(self, items: list[Any], why: str) -> None:
         entries = [{"key": m.key, "value": m.value, "timestamp": m.timestamp, "step": m.step} for m in items]
         self._write_buffer(entries, append=True)
-        log.warning("%s: %d metric(s) kept in %s (%d waiting); training continues", why, len(entries),
-                    self.buffer_path, self.buffered())
+        log.warning(
+            "%s: %d metric(s) kept in %s (%d waiting); training continues",
+            why,
+            len(entries),
+            self.buffer_path,
+            self.buffered(),
+        )
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         """Upload a file or a folder to the run's artifacts (under ``artifact_path``)."""
@@ -385,7 +425,9 @@ class Tracker:
                 f"log_artifacts({path})", lambda: self.client.log_artifacts(run_id, str(path), artifact_path)
             )
         else:
-            self._call(f"log_artifact({path})", lambda: self.client.log_artifact(run_id, str(path), artifact_path))
+            self._call(
+                f"log_artifact({path})", lambda: self.client.log_artifact(run_id, str(path), artifact_path)
+            )
 
     def log_dict(self, data: Any, artifact_file: str) -> None:
         """Log a JSON/YAML-serialisable object as an artifact file (format from the suffix)."""
@@ -402,7 +444,10 @@ class Tracker:
         run_id = self._require_run()
         profile = {e["source"]: {"rows": e["rows"], "content_sha256": e["content_sha256"], "files": len(e["files"])}
                    for e in fp.get("sources", [])}  # fmt: skip
-        source = {"location": location, "sources": [e.get("path") or e.get("hub_id") or e["name"] for e in fp.get("sources", [])]}
+        source = {
+            "location": location,
+            "sources": [e.get("path") or e.get("hub_id") or e["name"] for e in fp.get("sources", [])],
+        }
         dataset = Dataset(name="ingest", digest=str(fp["digest"])[:36], source_type="care-ingest",
                           source=json.dumps(source), profile=json.dumps(profile))  # fmt: skip
         entry = DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])

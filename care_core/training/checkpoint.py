@@ -48,7 +48,9 @@ _ROUND_RE = re.compile(r"^round_(\d{4,})(\.prev)?$")
 class CheckpointError(CareError, RuntimeError):
     """A checkpoint that cannot be used safely; the message names the file and what to do."""
 
-    default_hint = "start the run again with --set train.resume=never (the run folder's checkpoints cannot be used)"
+    default_hint = (
+        "start the run again with --set train.resume=never (the run folder's checkpoints cannot be used)"
+    )
 
 
 def round_name(round_index: int) -> str:
@@ -158,21 +160,27 @@ def _pointer_target(run_dir: Path) -> Path | None:
     rounds = (run_dir / ROUNDS).resolve()
     target = (run_dir / text).resolve()
     if target.parent != rounds or _round_index(target) is None:
-        raise CheckpointError(f"{pointer} holds {text!r}, which is not a round folder inside {rounds}; refusing to "
-                              "follow it (fix or delete the file, or set train.resume=never)")
+        raise CheckpointError(
+            f"{pointer} holds {text!r}, which is not a round folder inside {rounds}; refusing to "
+            "follow it (fix or delete the file, or set train.resume=never)"
+        )
     return run_dir / ROUNDS / target.name
 
 
 def _fallback(run_dir: Path, at_most: int | None, reason: str) -> Path | None:
     """The newest complete, verified round (final folders before ``.prev`` copies) at or before ``at_most``."""
     rounds = run_dir / ROUNDS
-    candidates = [p for p in rounds.iterdir() if p.is_dir() and _round_index(p) is not None] if rounds.is_dir() else []
+    candidates = (
+        [p for p in rounds.iterdir() if p.is_dir() and _round_index(p) is not None] if rounds.is_dir() else []
+    )
     candidates = [p for p in candidates if at_most is None or _round_index(p) <= at_most]
     candidates.sort(key=lambda p: (_round_index(p), not p.name.endswith(PREV)), reverse=True)
     for cand in candidates:
         problem = verify_round(cand)
         if problem is None:
-            logger.warning("checkpoint fallback: %s; resuming from the newest complete verified round %s", reason, cand)
+            logger.warning(
+                "checkpoint fallback: %s; resuming from the newest complete verified round %s", reason, cand
+            )
             return cand
         logger.warning("checkpoint %s skipped: %s", cand, problem)
     return None
@@ -201,20 +209,28 @@ def find_resume(run_dir: Path, resume: str) -> ResumePoint | None:
         target = _pointer_target(run_dir)
         _clean_stale(run_dir)
         if target is None:
-            round_dir = _fallback(run_dir, None, f"{run_dir / LATEST} is missing") if (run_dir / ROUNDS).is_dir() else None
+            round_dir = (
+                _fallback(run_dir, None, f"{run_dir / LATEST} is missing")
+                if (run_dir / ROUNDS).is_dir()
+                else None
+            )
             if round_dir is None:
                 return None
         else:
             problem = verify_round(target)
             round_dir = target if problem is None else _fallback(run_dir, _round_index(target), problem)
             if round_dir is None:
-                raise CheckpointError(f"{run_dir}: {problem}, and no earlier round is complete and verified; "
-                                      "set train.resume=never to start over")
+                raise CheckpointError(
+                    f"{run_dir}: {problem}, and no earlier round is complete and verified; "
+                    "set train.resume=never to start over"
+                )
     else:
         round_dir = Path(resume)
         if not (round_dir / "state.json").is_file():
-            raise FileNotFoundError(f"train.resume={resume!r}: {round_dir / 'state.json'} does not exist "
-                                    "(incomplete or missing checkpoint)")
+            raise FileNotFoundError(
+                f"train.resume={resume!r}: {round_dir / 'state.json'} does not exist "
+                "(incomplete or missing checkpoint)"
+            )
         problem = verify_round(round_dir)
         if problem is not None:
             raise CheckpointError(f"train.resume={resume!r}: {problem}")

@@ -120,14 +120,19 @@ class DeepSpeedBackend:
     def save_state(self, state_dir: Path, step: int) -> None:
         """DeepSpeed checkpoint (partitioned optimizer state, schedule) + the global step; all ranks."""
         state_dir.mkdir(parents=True, exist_ok=True)
-        self.engine.save_checkpoint(str(state_dir / "deepspeed"), tag="state", client_state={"step": int(step)})
+        self.engine.save_checkpoint(
+            str(state_dir / "deepspeed"), tag="state", client_state={"step": int(step)}
+        )
 
     def load_state(self, state_dir: Path | None) -> int:
         """Restore a previous round's optimizer/scheduler (same world size and ZeRO stage); returns its step."""
         if state_dir is None:
             return 0
         path, client = self.engine.load_checkpoint(
-            str(state_dir / "deepspeed"), tag="state", load_optimizer_states=True, load_lr_scheduler_states=True
+            str(state_dir / "deepspeed"),
+            tag="state",
+            load_optimizer_states=True,
+            load_lr_scheduler_states=True,
         )
         if path is None:
             raise ValueError(f"{state_dir / 'deepspeed'}: no DeepSpeed checkpoint 'state' could be loaded")
@@ -146,10 +151,36 @@ def launch_command(spec_path: str, dist_cfg: Any, module: str) -> list[str]:
     port = str(_free_port())
     if dist_cfg.launcher == "deepspeed":
         exe = shutil.which("deepspeed") or str(Path(sys.executable).with_name("deepspeed"))
-        return [exe, "--num_nodes", str(dist_cfg.nodes), "--num_gpus", str(procs), "--master_port", port,
-                "--module", module, "--worker", spec_path]
-    return [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(dist_cfg.nodes), "--nproc_per_node", str(procs),
-            "--master_addr", "127.0.0.1", "--master_port", port, "-m", module, "--worker", spec_path]
+        return [
+            exe,
+            "--num_nodes",
+            str(dist_cfg.nodes),
+            "--num_gpus",
+            str(procs),
+            "--master_port",
+            port,
+            "--module",
+            module,
+            "--worker",
+            spec_path,
+        ]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        str(dist_cfg.nodes),
+        "--nproc_per_node",
+        str(procs),
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        port,
+        "-m",
+        module,
+        "--worker",
+        spec_path,
+    ]
 
 
 def launch(spec: dict[str, Any], dist_cfg: Any, module: str) -> dict[str, Any]:

@@ -30,7 +30,9 @@ def build_optimizer(params: Any, optim_cfg: Any) -> torch.optim.Optimizer:
 def build_scheduler(optimizer: torch.optim.Optimizer, optim_cfg: Any, total_steps: int) -> Any:
     """``constant`` (with warmup), ``linear`` or ``cosine`` decay over ``total_steps``."""
     name = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}[optim_cfg.scheduler]
-    return get_scheduler(name, optimizer, num_warmup_steps=optim_cfg.warmup_steps, num_training_steps=max(1, total_steps))
+    return get_scheduler(
+        name, optimizer, num_warmup_steps=optim_cfg.warmup_steps, num_training_steps=max(1, total_steps)
+    )
 
 
 def resolve_state_file(state_dir: str | Path | None) -> Path | None:
@@ -48,7 +50,9 @@ def save_optim_state(path: str | Path, optimizer: torch.optim.Optimizer, schedul
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     tmp = path / (STATE_FILE + ".tmp")
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": int(step)}, tmp)
+    torch.save(
+        {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": int(step)}, tmp
+    )
     tmp.replace(path / STATE_FILE)
     return path / STATE_FILE
 

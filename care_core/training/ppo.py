@@ -128,7 +128,9 @@ class PlainBackend:
     rank = 0
     world_size = 1
 
-    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, grad_clip: float):
+    def __init__(
+        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, grad_clip: float
+    ):
         self._model = model
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -170,14 +172,20 @@ def rows_from_records(records: Sequence[dict[str, Any]], where: str) -> list[Tra
         if r.get("advantage") is None:
             raise ValueError(f"{where} row {i}: field 'advantage' is missing (run the advantage stage first)")
         if not math.isfinite(float(r["advantage"])):
-            raise ValueError(f"{where} row {i} (group_id={r.get('group_id')!r}): field 'advantage' is {r['advantage']}; "
-                             "a non-finite advantage would turn every weight NaN")
+            raise ValueError(
+                f"{where} row {i} (group_id={r.get('group_id')!r}): field 'advantage' is {r['advantage']}; "
+                "a non-finite advantage would turn every weight NaN"
+            )
         if not all(math.isfinite(float(x)) for x in r["old_logprobs"]):
-            raise ValueError(f"{where} row {i} (group_id={r.get('group_id')!r}): field 'old_logprobs' holds NaN or infinite values")
+            raise ValueError(
+                f"{where} row {i} (group_id={r.get('group_id')!r}): field 'old_logprobs' holds NaN or infinite values"
+            )
         n = len(r["response_ids"])
         for key in ("old_logprobs", "loss_mask"):
             if len(r[key]) != n:
-                raise ValueError(f"{where} row {i}: field {key!r} has {len(r[key])} values for {n} response tokens")
+                raise ValueError(
+                    f"{where} row {i}: field {key!r} has {len(r[key])} values for {n} response tokens"
+                )
         rows.append(
             TrainRow(
                 group_id=str(r["group_id"]),
@@ -194,7 +202,9 @@ def rows_from_records(records: Sequence[dict[str, Any]], where: str) -> list[Tra
     return rows
 
 
-def plan_mini_batches(rows: Sequence[TrainRow], mini_batch_size: int, seed: int, step: int) -> list[list[int]]:
+def plan_mini_batches(
+    rows: Sequence[TrainRow], mini_batch_size: int, seed: int, step: int
+) -> list[list[int]]:
     """Row indices per mini-batch: groups (prompts) shuffled by (seed, step), ``mini_batch_size``
     groups each; rows keep their order inside a group."""
     groups: OrderedDict[str, list[int]] = OrderedDict()
@@ -229,7 +239,11 @@ def sequence_logprobs(
     out: list[list[float]] = []
     for s in range(0, len(rows), max(1, micro_batch_size)):
         chunk = rows[s : s + micro_batch_size]
-        batch = pack([SequenceItem(r.prompt_ids, r.response_ids, mm_for(r)) for r in chunk], device=device, pad_id=pad_id)
+        batch = pack(
+            [SequenceItem(r.prompt_ids, r.response_ids, mm_for(r)) for r in chunk],
+            device=device,
+            pad_id=pad_id,
+        )
         lp = response_logprobs(model, batch, temperature=temperature, with_entropy=False).logprobs
         out.extend(lp[i, : len(r.response_ids)].cpu().tolist() for i, r in enumerate(chunk))
     return out
@@ -251,7 +265,11 @@ def micro_loss(
     device: torch.device,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Loss of one micro-batch (already divided by the mini-batch ``denom``) and its sums for metrics."""
-    batch = pack([SequenceItem(r.prompt_ids, r.response_ids, mm_for(r)) for r in rows], device=device, pad_id=cfg.pad_id)
+    batch = pack(
+        [SequenceItem(r.prompt_ids, r.response_ids, mm_for(r)) for r in rows],
+        device=device,
+        pad_id=cfg.pad_id,
+    )
     out = response_logprobs(forward, batch, temperature=cfg.temperature, with_entropy=True)
     pad = width - out.logprobs.shape[1]
     logp = F.pad(out.logprobs, (0, pad))
@@ -266,7 +284,9 @@ def micro_loss(
         [r.role for r in rows],
         cfg.region,
     ).to(device)
-    pg, m = ppo_clip_loss(logp, old, adv, mask, cfg.eps_low, cfg.eps_high, cfg.dual_clip, cfg.agg, denom=denom)
+    pg, m = ppo_clip_loss(
+        logp, old, adv, mask, cfg.eps_low, cfg.eps_high, cfg.dual_clip, cfg.agg, denom=denom
+    )
     loss = pg
     n_tok = float(mask.sum())
     sums = {
@@ -291,7 +311,9 @@ def micro_loss(
     return loss, sums
 
 
-def rank_schedule(micros: Sequence[Any], has_images: Sequence[bool], rank: int, world: int) -> list[tuple[Any, bool]]:
+def rank_schedule(
+    micros: Sequence[Any], has_images: Sequence[bool], rank: int, world: int
+) -> list[tuple[Any, bool]]:
     """This rank's micro-batches as ``(micro, real)``; ``real=False`` marks a zero-weighted filler.
 
     With one rank: every micro-batch in order. With W ranks the micro-batches are dealt out in
@@ -335,24 +357,46 @@ def train_on_rows(
             t0 = time.perf_counter()
             mini_rows = [rows[i] for i in mini]
             denom = _denominator(mini_rows, cfg.agg)
-            micros = [mini_rows[s : s + cfg.micro_batch_size] for s in range(0, len(mini_rows), max(1, cfg.micro_batch_size))]
+            micros = [
+                mini_rows[s : s + cfg.micro_batch_size]
+                for s in range(0, len(mini_rows), max(1, cfg.micro_batch_size))
+            ]
             totals: dict[str, float] = {}
-            for micro, real in rank_schedule(micros, [any(mm_for(r) for r in m) for m in micros], backend.rank,
-                                             backend.world_size):
+            for micro, real in rank_schedule(
+                micros, [any(mm_for(r) for r in m) for m in micros], backend.rank, backend.world_size
+            ):
                 loss, sums = micro_loss(forward, micro, mm_for, cfg, width, denom, device)
                 scale = float(backend.world_size) if real else 0.0
                 backend.backward(loss * scale)
                 if real:
                     for key, value in sums.items():
                         totals[key] = totals.get(key, 0.0) + value
-            keys = sorted({"pg_loss", "tokens", "seqs", "clipfrac_low", "clipfrac_high", "clipfrac_dual", "ratio",
-                           "approx_kl_old", "entropy", "kl_loss", "kl", "loss"})
-            reduced = backend.all_reduce_sum(torch.tensor([totals.get(k, 0.0) for k in keys], dtype=torch.float64))
+            keys = sorted(
+                {
+                    "pg_loss",
+                    "tokens",
+                    "seqs",
+                    "clipfrac_low",
+                    "clipfrac_high",
+                    "clipfrac_dual",
+                    "ratio",
+                    "approx_kl_old",
+                    "entropy",
+                    "kl_loss",
+                    "kl",
+                    "loss",
+                }
+            )
+            reduced = backend.all_reduce_sum(
+                torch.tensor([totals.get(k, 0.0) for k in keys], dtype=torch.float64)
+            )
             t = dict(zip(keys, reduced.tolist(), strict=True))
             where = f"optimizer step {step + 1} (mini-batch groups {sorted({r.group_id for r in mini_rows})})"
             for key in ("loss", "pg_loss", "kl_loss"):
                 if not math.isfinite(t[key]):
-                    raise NonFiniteUpdateError(f"{where}: {key} is {t[key]}; the update stopped before the optimizer step")
+                    raise NonFiniteUpdateError(
+                        f"{where}: {key} is {t[key]}; the update stopped before the optimizer step"
+                    )
             try:
                 grad_norm = backend.step()
             except NonFiniteUpdateError as exc:

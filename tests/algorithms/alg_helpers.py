@@ -21,7 +21,10 @@ def one_group(
     """A GroupBatch with B = 1 (lists of length N). Default accuracy: reward >= 0.9 -> 1 else 0."""
     n = len(reward)
     r = torch.tensor([reward], dtype=torch.float64)
-    acc = torch.tensor([accuracy if accuracy is not None else [1.0 if x >= 0.9 else 0.0 for x in reward]], dtype=torch.float64)
+    acc = torch.tensor(
+        [accuracy if accuracy is not None else [1.0 if x >= 0.9 else 0.0 for x in reward]],
+        dtype=torch.float64,
+    )
     if emb is None:
         emb = torch.randn(1, n, 5, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     else:

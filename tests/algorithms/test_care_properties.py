@@ -50,8 +50,14 @@ def brute_hard_negatives(d_anchor: list[float], dist, failures: list[int], K: in
 def reference_group(g: dict, p: CareConfig, dist) -> tuple[list[float], list[str]]:
     """docs/method.md §2-6 for one group, literally."""
     n = len(g["reward"])
-    rule_pos = (lambda i: g["accuracy"][i] >= 1) if p.positive_rule == "accuracy" else (lambda i: g["reward"][i] > 0)
-    rule_fail = (lambda i: g["accuracy"][i] <= 0) if p.positive_rule == "accuracy" else (lambda i: g["reward"][i] <= 0)
+    rule_pos = (
+        (lambda i: g["accuracy"][i] >= 1) if p.positive_rule == "accuracy" else (lambda i: g["reward"][i] > 0)
+    )
+    rule_fail = (
+        (lambda i: g["accuracy"][i] <= 0)
+        if p.positive_rule == "accuracy"
+        else (lambda i: g["reward"][i] <= 0)
+    )
     rollouts = [i for i in range(n) if not g["is_rgr"][i]]
     pos = [i for i in rollouts if rule_pos(i)]
     fail = [i for i in rollouts if rule_fail(i)]
@@ -117,10 +123,18 @@ def groups(draw, max_groups: int = 3):
         fmt = draw(st.lists(st.sampled_from([0.0, 1.0]), min_size=n_roll, max_size=n_roll))
         reward = [0.9 * a + 0.1 * f for a, f in zip(acc, fmt, strict=True)]
         if tie_prone:
-            emb = draw(st.lists(st.lists(st.integers(-2, 2), min_size=dim, max_size=dim), min_size=n_roll, max_size=n_roll))
+            emb = draw(
+                st.lists(
+                    st.lists(st.integers(-2, 2), min_size=dim, max_size=dim), min_size=n_roll, max_size=n_roll
+                )
+            )
             emb = [[float(x) for x in e] if any(e) else [1.0] + [0.0] * (dim - 1) for e in emb]
         else:
-            emb = draw(st.lists(st.lists(st.floats(-1, 1), min_size=dim, max_size=dim), min_size=n_roll, max_size=n_roll))
+            emb = draw(
+                st.lists(
+                    st.lists(st.floats(-1, 1), min_size=dim, max_size=dim), min_size=n_roll, max_size=n_roll
+                )
+            )
             emb = [e if math.hypot(*e) > 1e-3 else [1.0] + [0.0] * (dim - 1) for e in emb]
         g = {
             "reward": reward, "accuracy": acc, "emb": emb,
@@ -149,7 +163,9 @@ def to_batch(gs: list[dict]) -> GroupBatch:
     def pad(key, fill, dtype):
         return torch.tensor([g[key] + [fill] * (n - len(g[key])) for g in gs], dtype=dtype)
 
-    emb = torch.tensor([g["emb"] + [[1.0] + [0.0] * (dim - 1)] * (n - len(g["emb"])) for g in gs], dtype=torch.float64)
+    emb = torch.tensor(
+        [g["emb"] + [[1.0] + [0.0] * (dim - 1)] * (n - len(g["emb"])) for g in gs], dtype=torch.float64
+    )
     return GroupBatch(
         reward=pad("reward", 0.0, torch.float64), accuracy=pad("accuracy", 0.0, torch.float64),
         valid=torch.tensor([[True] * len(g["reward"]) + [False] * (n - len(g["reward"])) for g in gs]),
@@ -211,7 +227,9 @@ def test_equalisation_only_scales(gs: list[dict], p: CareConfig) -> None:
         torch.testing.assert_close(on.advantages, off.advantages * factor[:, None], rtol=1e-12, atol=0)
     else:  # pseudo-rewards are used directly in rescued groups: no equalisation there
         keep = on.stats["rescued"][:, None]
-        torch.testing.assert_close(on.advantages, torch.where(keep, off.advantages, off.advantages * factor[:, None]))
+        torch.testing.assert_close(
+            on.advantages, torch.where(keep, off.advantages, off.advantages * factor[:, None])
+        )
 
 
 @SETTINGS
@@ -246,8 +264,12 @@ def test_hard_negatives_are_farthest_first_of_nearest_pool(emb, fail_bits, K, ex
         assert picks == expected
     # batched primitive on the identical distances must agree exactly with the brute force
     d_t = torch.tensor(dist)[None]
-    bp, kp = hard_negatives_from_distances(torch.tensor(d_anchor)[None], d_t, torch.tensor(fail)[None], K, K + extra)
-    assert bp[0, : int(kp[0])].tolist() == brute_hard_negatives(d_anchor, dist, [i for i in range(len(e)) if fail[i]], K, K + extra)
+    bp, kp = hard_negatives_from_distances(
+        torch.tensor(d_anchor)[None], d_t, torch.tensor(fail)[None], K, K + extra
+    )
+    assert bp[0, : int(kp[0])].tolist() == brute_hard_negatives(
+        d_anchor, dist, [i for i in range(len(e)) if fail[i]], K, K + extra
+    )
     assert (bp[0, int(kp[0]) :] == -1).all()
 
 
@@ -255,4 +277,6 @@ def test_cosine_distances_match_numpy() -> None:
     rng = np.random.default_rng(0)
     e = rng.normal(size=(3, 6, 7))
     en = e / np.linalg.norm(e, axis=-1, keepdims=True)
-    np.testing.assert_allclose(cosine_distances(torch.tensor(e)).numpy(), 1 - en @ en.transpose(0, 2, 1), atol=1e-12)
+    np.testing.assert_allclose(
+        cosine_distances(torch.tensor(e)).numpy(), 1 - en @ en.transpose(0, 2, 1), atol=1e-12
+    )

@@ -48,7 +48,10 @@ def _rgr_group():
 def test_rgr_off_keeps_original_negative() -> None:
     """rgr.enable=False: the RGR row gets A = 0 and the group equals the same group without it."""
     off = care_advantages(_rgr_group(), CareConfig(rgr=RGRConfig(enable=False)))
-    plain = care_advantages(one_group([1.0, 0.0, 0.0, 0.0], [1, 0, 0, 0], emb=[[1, 0, 0], [0, 1, 0], [0.9, 0.1, 0], [0, 0, 1]]), CareConfig())
+    plain = care_advantages(
+        one_group([1.0, 0.0, 0.0, 0.0], [1, 0, 0, 0], emb=[[1, 0, 0], [0, 1, 0], [0.9, 0.1, 0], [0, 0, 1]]),
+        CareConfig(),
+    )
     assert off.advantages[0, 4].item() == 0.0 and int(off.roles[0, 4]) == NONE
     torch.testing.assert_close(off.advantages[0, :4], plain.advantages[0])
     on = care_advantages(_rgr_group(), CareConfig(rgr=RGRConfig(enable=True)))

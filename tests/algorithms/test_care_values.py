@@ -102,7 +102,9 @@ def test_rescue_normalized_equals_real_anchor_values() -> None:
     res = care_advantages(_rescue_group(), CareConfig(rescue=RescueConfig(delta=0.1, normalize=True)))
     sigma = 0.1 / math.sqrt(3)
     eq = math.sqrt(4 / 3)
-    expected = [-0.5 * (0.1 / 3) / (sigma + EPS) * eq, 0.1 / (sigma + EPS) * eq] + [-0.5 * (0.1 / 3) / (sigma + EPS) * eq] * 2
+    expected = [-0.5 * (0.1 / 3) / (sigma + EPS) * eq, 0.1 / (sigma + EPS) * eq] + [
+        -0.5 * (0.1 / 3) / (sigma + EPS) * eq
+    ] * 2
     assert res.advantages[0].tolist() == pytest.approx(expected, rel=1e-10)
     assert res.advantages[0].tolist() == pytest.approx([-1 / 3, 2.0, -1 / 3, -1 / 3], rel=1e-4)
     assert roles_of(res) == ["pseudo_negative", "pseudo_anchor", "pseudo_negative", "pseudo_negative"]
@@ -135,15 +137,21 @@ def test_rescue_seeding_authors() -> None:
     assert roles_of(res) == ["pseudo_anchor", "none", "pseudo_negative", "none", "pseudo_negative"]
     assert int(res.stats["k_prime"][0]) == 2  # equalisation factor sqrt(2/2) = 1
     # binary-equivalent values (delta cancels): A_t = sqrt(2), A_j = -0.5/sqrt(2)
-    assert res.advantages[0].tolist() == pytest.approx([math.sqrt(2), 0, -0.5 / math.sqrt(2), 0, -0.5 / math.sqrt(2)], rel=1e-4)
+    assert res.advantages[0].tolist() == pytest.approx(
+        [math.sqrt(2), 0, -0.5 / math.sqrt(2), 0, -0.5 / math.sqrt(2)], rel=1e-4
+    )
 
 
 def test_rescue_seeding_pseudo_anchor() -> None:
     """``rescue.seeding=pseudo_anchor``: t stays in the picked set. First pick e4 again; the second
     maximises min(d(., t), d(., e4)): e1 min(1, 1) = 1 beats e2 min(0.0061, 1.99) and e3 min(0.0299, 1.97)."""
-    res = care_advantages(_seeding_group(), CareConfig(K=2, M=2, rescue=RescueConfig(seeding="pseudo_anchor")))
+    res = care_advantages(
+        _seeding_group(), CareConfig(K=2, M=2, rescue=RescueConfig(seeding="pseudo_anchor"))
+    )
     assert roles_of(res) == ["pseudo_anchor", "pseudo_negative", "none", "none", "pseudo_negative"]
-    assert res.advantages[0].tolist() == pytest.approx([math.sqrt(2), -0.5 / math.sqrt(2), 0, 0, -0.5 / math.sqrt(2)], rel=1e-4)
+    assert res.advantages[0].tolist() == pytest.approx(
+        [math.sqrt(2), -0.5 / math.sqrt(2), 0, 0, -0.5 / math.sqrt(2)], rel=1e-4
+    )
 
 
 def test_rescue_seeding_picks_with_k3() -> None:
@@ -181,7 +189,9 @@ def test_rgr_success() -> None:
     res = care_advantages(_rgr_group(1.0, 1.0), CareConfig())
     e = 0.5 / (0.5 + EPS) * math.sqrt(4 / 3)
     assert res.advantages[0].tolist() == pytest.approx([e, -0.5 * e, 0.0, -0.5 * e, e], rel=1e-12)
-    assert res.advantages[0].tolist() == pytest.approx([1.1547005, -0.5773503, 0.0, -0.5773503, 1.1547005], abs=1e-5)
+    assert res.advantages[0].tolist() == pytest.approx(
+        [1.1547005, -0.5773503, 0.0, -0.5773503, 1.1547005], abs=1e-5
+    )
     assert roles_of(res) == ["anchor", "negative", "none", "negative", "rgr_positive"]
 
 
@@ -193,7 +203,9 @@ def test_rgr_failure() -> None:
     A(0) = 1.7238711 * 1.1547005 = 1.9905548; A(4) = -s_refl * 0.4161068 * 1.1547005 = -0.25 * 0.4804787 = -0.1201197;
     A(1) = A(3) = -0.5 * 0.6538821 * 1.1547005 = -0.3775190; A(2) = 0. (eps = 1e-6 moves these by < 1e-5.)"""
     res = care_advantages(_rgr_group(0.1, 0.0), CareConfig(s=0.5, s_refl=None))
-    assert res.advantages[0].tolist() == pytest.approx([1.9905548, -0.3775190, 0.0, -0.3775190, -0.1201197], abs=1e-5)
+    assert res.advantages[0].tolist() == pytest.approx(
+        [1.9905548, -0.3775190, 0.0, -0.3775190, -0.1201197], abs=1e-5
+    )
     assert roles_of(res) == ["anchor", "negative", "none", "negative", "rgr_negative"]
 
 

@@ -48,14 +48,18 @@ def test_grpo_hand_values_both_conventions() -> None:
     unbiased std   = sqrt(0.75/3) = 0.5       -> A = (1.5, -0.5 x 3)"""
     r = torch.tensor([[1.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
     v = torch.ones(1, 4, dtype=torch.bool)
-    assert grpo_advantages(r, v, "population").tolist()[0] == pytest.approx([1.7320508, -0.5773503, -0.5773503, -0.5773503], abs=1e-5)
+    assert grpo_advantages(r, v, "population").tolist()[0] == pytest.approx(
+        [1.7320508, -0.5773503, -0.5773503, -0.5773503], abs=1e-5
+    )
     assert grpo_advantages(r, v, "unbiased").tolist()[0] == pytest.approx([1.5, -0.5, -0.5, -0.5], abs=1e-5)
     assert grpo_advantages(r, v, None).tolist()[0] == pytest.approx([0.75, -0.25, -0.25, -0.25])
 
 
 def test_grpo_estimators_ignore_rgr_rows() -> None:
     r = torch.tensor([[1.0, 0.0, 1.0]], dtype=torch.float64)
-    batch = GroupBatch(r, r.clone(), torch.ones(1, 3, dtype=torch.bool), is_rgr=torch.tensor([[False, False, True]]))
+    batch = GroupBatch(
+        r, r.clone(), torch.ones(1, 3, dtype=torch.bool), is_rgr=torch.tensor([[False, False, True]])
+    )
     out = algorithm_spec(AlgorithmConfig(name="grpo", grpo=GRPOConfig(std="population"))).advantages(batch)
     assert out.advantages.tolist()[0] == pytest.approx([1.0, -1.0, 0.0], abs=1e-5)
     dr = algorithm_spec(AlgorithmConfig(name="dr_grpo")).advantages(batch)

@@ -37,13 +37,18 @@ def closed_form(logp: float, old: float, a: float, el: float, eh: float, c: floa
     c=st.sampled_from([None, 3.0, 10.0]),
 )
 @example(  # found by CI: a subnormal negative advantage, r = e^-0.5 < 1 - eps_low; both products underflow alike
-    x=np.full((3, 5), -2.5), y=np.full((3, 5), -2.0), a=np.full((3, 5), -5e-324), el=0.1, eh=0.2, c=None)
+    x=np.full((3, 5), -2.5), y=np.full((3, 5), -2.0), a=np.full((3, 5), -5e-324), el=0.1, eh=0.2, c=None
+)
 def test_clip_matches_closed_form(x, y, a, el, eh, c) -> None:
-    loss, ratio, clip_active, dual = ppo_clip_token_loss(torch.tensor(x), torch.tensor(y), torch.tensor(a), el, eh, c)
+    loss, ratio, clip_active, dual = ppo_clip_token_loss(
+        torch.tensor(x), torch.tensor(y), torch.tensor(a), el, eh, c
+    )
     expected = np.vectorize(lambda p, o, adv: closed_form(p, o, adv, el, eh, c))(x, y, a)
     np.testing.assert_allclose(loss.numpy(), expected, rtol=1e-12, atol=1e-12)
     mask = torch.ones(3, 5)
-    total, metrics = ppo_clip_loss(torch.tensor(x), torch.tensor(y), torch.tensor(a), mask, el, eh, c, "token-mean")
+    total, metrics = ppo_clip_loss(
+        torch.tensor(x), torch.tensor(y), torch.tensor(a), mask, el, eh, c, "token-mean"
+    )
     assert total.item() == pytest.approx(expected.mean(), rel=1e-12, abs=1e-12)
     r = np.exp(x - y)
     low = ((a < 0) & (r < 1 - el)).mean()
@@ -56,13 +61,18 @@ def test_clip_matches_closed_form(x, y, a, el, eh, c) -> None:
 def test_clip_gradient_is_zero_when_clipped() -> None:
     """A > 0 and r = e^1 > 1.3: clipped, no gradient; A > 0 and r = 1: d loss / d logp = -A."""
     logp = torch.tensor([[1.0, 0.0]], requires_grad=True)
-    loss, _ = ppo_clip_loss(logp, torch.zeros(1, 2), torch.tensor([[2.0, 2.0]]), torch.ones(1, 2), 0.2, 0.3, 3.0, "token-mean")
+    loss, _ = ppo_clip_loss(
+        logp, torch.zeros(1, 2), torch.tensor([[2.0, 2.0]]), torch.ones(1, 2), 0.2, 0.3, 3.0, "token-mean"
+    )
     loss.backward()
     assert logp.grad[0].tolist() == pytest.approx([0.0, -1.0])  # token mean over 2 tokens: -2 / 2
 
 
 @settings(max_examples=100, deadline=None)
-@given(arrays(np.float64, (4, 6), elements=st.floats(-25, 25, width=64)), arrays(np.float64, (4, 6), elements=st.floats(-25, 25, width=64)))
+@given(
+    arrays(np.float64, (4, 6), elements=st.floats(-25, 25, width=64)),
+    arrays(np.float64, (4, 6), elements=st.floats(-25, 25, width=64)),
+)
 def test_kl_estimators(logp, ref) -> None:
     lp, rf = torch.tensor(logp), torch.tensor(ref)
     k3 = kl_penalty(lp, rf, "k3")

@@ -68,7 +68,11 @@ def test_token_advantages_sum_to_sequence_advantage(data) -> None:
             assert (tok[i] == 0).all()
         assert all(tok[i, t].item() == 0 for t in range(len(m)) if m[t] == 0)
         if not p and (an[1] > an[0] or rule == "outside_think"):  # negatives never push on their think span
-            assert all(tok[i, t].item() == 0 for t in range(len(m)) if th[0] >= 0 and th[0] <= t < th[1] and not (an[0] <= t < an[1]))
+            assert all(
+                tok[i, t].item() == 0
+                for t in range(len(m))
+                if th[0] >= 0 and th[0] <= t < th[1] and not (an[0] <= t < an[1])
+            )
 
 
 def test_missing_answer_span_uses_whole_response() -> None:

@@ -51,7 +51,12 @@ def test_token_spans_with_a_tokenizer_exclude_tag_pieces() -> None:
 
 def _adv(seq_adv: float, think, answer, roles, region: RegionConfig, length: int = 7) -> list[float]:
     return region_token_advantages(
-        torch.tensor([seq_adv]), torch.ones(1, length), torch.tensor([think]), torch.tensor([answer]), roles, region
+        torch.tensor([seq_adv]),
+        torch.ones(1, length),
+        torch.tensor([think]),
+        torch.tensor([answer]),
+        roles,
+        region,
     )[0].tolist()
 
 
@@ -63,7 +68,9 @@ def test_one_token_answer_negative_pushes_only_the_answer() -> None:
     think, answer = find_spans_tokens(RESPONSE, TAGS, include_tags=region.include_tags)
     assert _adv(-1.0, think, answer, ["negative"], region) == pytest.approx([0, 0, 0, 0, 0, -1.0, 0])
     think, answer = find_spans_tokens(RESPONSE, TAGS, include_tags=True)
-    assert _adv(-1.0, think, answer, ["negative"], region) == pytest.approx([0, 0, 0, 0, -1 / 3, -1 / 3, -1 / 3])
+    assert _adv(-1.0, think, answer, ["negative"], region) == pytest.approx(
+        [0, 0, 0, 0, -1 / 3, -1 / 3, -1 / 3]
+    )
 
 
 def test_anchor_think_weight_on_content_spans() -> None:
@@ -94,7 +101,9 @@ def test_pseudo_anchor_think_weighs_zero() -> None:
     """Rescue pseudo-anchor A = 2, think [1, 3), answer [5, 6).
     default: think weight 0 -> the answer token carries all of A: (0, 0, 0, 0, 0, 2, 0).
     pseudo_anchor_think=true (the old choice): think tau = 0.005 like a true anchor -> sum 1.01."""
-    assert _adv(2.0, [1, 3], [5, 6], ["pseudo_anchor"], RegionConfig()) == pytest.approx([0, 0, 0, 0, 0, 2.0, 0])
+    assert _adv(2.0, [1, 3], [5, 6], ["pseudo_anchor"], RegionConfig()) == pytest.approx(
+        [0, 0, 0, 0, 0, 2.0, 0]
+    )
     on = RegionConfig(pseudo_anchor_think=True)
     assert _adv(2.0, [1, 3], [5, 6], ["pseudo_anchor"], on) == pytest.approx(
         [0, 0.01 / 1.01, 0.01 / 1.01, 0, 0, 2 / 1.01, 0], rel=1e-6

@@ -45,7 +45,9 @@ def test_duplicate_registration_raises_and_unknown_lists_known() -> None:
 
 def test_filter_groups_counts() -> None:
     acc = torch.tensor([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.5, 0.0], [1.0, 1.0, 0.0]])
-    valid = torch.tensor([[True, True, False], [True, True, True], [True, True, True], [True, True, True], [True, True, False]])
+    valid = torch.tensor(
+        [[True, True, False], [True, True, True], [True, True, True], [True, True, True], [True, True, False]]
+    )
     keep, counts = filter_groups(acc, valid)
     # group 4: the padding 0 is ignored -> all correct
     assert keep.tolist() == [False, False, True, True, False]

@@ -32,7 +32,11 @@ def _rows() -> list[dict]:
 def test_the_builtin_specs_say_what_they_need() -> None:
     care = algorithm_spec(build_recipe({}).algorithm)
     grpo = algorithm_spec(build_recipe({"algorithm": {"name": "grpo"}}).algorithm)
-    no_rgr = algorithm_spec(build_recipe({"algorithm": {"care": {"rgr": {"enable": False}, "region": {"enable": False}}}}).algorithm)
+    no_rgr = algorithm_spec(
+        build_recipe(
+            {"algorithm": {"care": {"rgr": {"enable": False}, "region": {"enable": False}}}}
+        ).algorithm
+    )
     assert (care.needs_embeddings, care.uses_rgr, care.uses_region_weights) == (True, True, True)
     assert (grpo.needs_embeddings, grpo.uses_rgr, grpo.uses_region_weights) == (False, False, False)
     assert (no_rgr.uses_rgr, no_rgr.uses_region_weights) == (False, False)
@@ -53,11 +57,15 @@ def test_toy_estimator_runs_through_recipe_advantage_stage_and_update_settings()
     assert out.column("group_kind").to_pylist() == ["mixed"] * 4
     assert diag["algorithm"] == TOY  # the spec's diagnostics are logged under its name
     assert diag["metrics"][f"{TOY}/toy_scale"] == 2.0 and diag["metrics"][f"{TOY}/toy_adv_sum"] == 0.0
-    assert not any(key.startswith("care/") for key in diag["metrics"])  # CARE's diagnostics belong to CARE's spec
+    assert not any(
+        key.startswith("care/") for key in diag["metrics"]
+    )  # CARE's diagnostics belong to CARE's spec
     settings = settings_from_recipe(recipe)
     assert settings.region is not None and settings.region.tau_pos == 0.0
 
 
 def test_unknown_algorithm_is_a_recipe_error() -> None:
-    with pytest.raises(RecipeError, match=r"algorithm.name='nope' is not one of \[.*'care'.*'toy_centred_accuracy'"):
+    with pytest.raises(
+        RecipeError, match=r"algorithm.name='nope' is not one of \[.*'care'.*'toy_centred_accuracy'"
+    ):
         build_recipe({"algorithm": {"name": "nope"}})

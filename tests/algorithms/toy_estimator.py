@@ -39,7 +39,9 @@ class ToySpec(AlgorithmSpec):
     def advantages(self, batch: GroupBatch) -> AdvantageResult:
         res = group_advantages(batch, None, 0.0)
         members = (batch.valid & ~batch.is_rgr).to(torch.float64)
-        mean = (batch.accuracy * members).sum(dim=1, keepdim=True) / members.sum(dim=1, keepdim=True).clamp(min=1)
+        mean = (batch.accuracy * members).sum(dim=1, keepdim=True) / members.sum(dim=1, keepdim=True).clamp(
+            min=1
+        )
         res.advantages = self.scale * (batch.accuracy - mean) * members
         return res
 

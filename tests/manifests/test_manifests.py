@@ -28,7 +28,9 @@ def _kustomize(target: str) -> list[dict[str, Any]]:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         pytest.skip("kubectl (with built-in kustomize) not installed; the fallback loader covers base files")
-    out = subprocess.run([kubectl, "kustomize", str(MANIFESTS / target)], capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [kubectl, "kustomize", str(MANIFESTS / target)], capture_output=True, text=True, check=False
+    )
     assert out.returncode == 0, f"kubectl kustomize {target} failed:\n{out.stderr}"
     return [d for d in yaml.safe_load_all(out.stdout) if d]
 
@@ -101,7 +103,10 @@ def test_mlflow_server_uses_postgres_and_proxies_s3(built):
     assert ("Service", host) in idx and ("StatefulSet", host) in idx
     env = {e["name"]: e for e in container["env"]}
     assert env["MLFLOW_ARTIFACTS_DESTINATION"]["value"].startswith("s3://")
-    assert env["MLFLOW_S3_ENDPOINT_URL"]["valueFrom"]["secretKeyRef"] == {"name": "care-s3", "key": "AWS_ENDPOINT_URL_S3"}
+    assert env["MLFLOW_S3_ENDPOINT_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "care-s3",
+        "key": "AWS_ENDPOINT_URL_S3",
+    }
     pins = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     mlflow_pin = next(p.split("==")[1] for p in pins if p.startswith("mlflow=="))
     assert container["image"].endswith(f":{mlflow_pin}")
@@ -127,7 +132,10 @@ def test_kfp_launcher_pipeline_root_and_provider(built):
     if target == "overlays/external-s3":
         assert data["defaultPipelineRoot"] == "s3://my-care-bucket/kfp"
         mlflow_env = idx[("Deployment", "mlflow")]["spec"]["template"]["spec"]["containers"][0]["env"]
-        assert mlflow_env[0] == {"name": "MLFLOW_ARTIFACTS_DESTINATION", "value": "s3://my-care-bucket/mlflow"}
+        assert mlflow_env[0] == {
+            "name": "MLFLOW_ARTIFACTS_DESTINATION",
+            "value": "s3://my-care-bucket/mlflow",
+        }
 
 
 def _secret_refs(obj: Any) -> Iterator[tuple[str, str | None]]:

@@ -31,23 +31,48 @@ def _generate(model, processor, size: int = 64) -> torch.Tensor:
 
 def test_qwen3_vl_folder_loads_through_the_same_path(micro_dir: Path, tmp_path: Path) -> None:
     tokenizer = load_processor(str(micro_dir)).tokenizer
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")}
+    ids = {
+        t: tokenizer.convert_tokens_to_ids(t)
+        for t in ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
+    }
     config = Qwen3VLConfig(
-        text_config={"vocab_size": len(tokenizer), "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-                     "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 32,
-                     "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6],
-                                         "mrope_interleaved": True},
-                     "pad_token_id": tokenizer.pad_token_id},
-        vision_config={"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "patch_size": 8,
-                       "spatial_merge_size": 2, "out_hidden_size": 64, "num_position_embeddings": 64,
-                       "deepstack_visual_indexes": [0]},
-        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "head_dim": 32,
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 10000.0,
+                "mrope_section": [4, 6, 6],
+                "mrope_interleaved": True,
+            },
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+        vision_config={
+            "depth": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "patch_size": 8,
+            "spatial_merge_size": 2,
+            "out_hidden_size": 64,
+            "num_position_embeddings": 64,
+            "deepstack_visual_indexes": [0],
+        },
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
     )
     Qwen3VLForConditionalGeneration(config).save_pretrained(tmp_path)
     image_processor = Qwen2VLImageProcessorPil(patch_size=8, merge_size=2, min_pixels=256, max_pixels=16384)
-    ImageOnlyQwen3VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                              chat_template=CHAT_TEMPLATE).save_pretrained(tmp_path)
+    ImageOnlyQwen3VLProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE
+    ).save_pretrained(tmp_path)
     model, processor = load_policy(str(tmp_path))
     assert type(model).__name__ == "Qwen3VLForConditionalGeneration"
     assert isinstance(processor, ImageOnlyQwen3VLProcessor)

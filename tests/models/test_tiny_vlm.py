@@ -26,7 +26,9 @@ def micro_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def _prompt_batch(processor, colours=("red",)):
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "How many red squares?"}]}]
+    messages = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "How many red squares?"}]}
+    ]
     text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     images = [Image.new("RGB", (64, 64), c) for c in colours]
     return processor(text=[text] * len(images), images=images, return_tensors="pt", padding=True)
@@ -34,8 +36,15 @@ def _prompt_batch(processor, colours=("red",)):
 
 def test_folder_is_a_normal_hf_folder(micro_dir: str) -> None:
     folder = Path(micro_dir)
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "processor_config.json", "chat_template.jinja",
-                 "generation_config.json", "tiny_model.json"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "processor_config.json",
+        "chat_template.jinja",
+        "generation_config.json",
+        "tiny_model.json",
+    ):
         assert (folder / name).is_file(), name
     config = json.loads((folder / "config.json").read_text())
     assert config["model_type"] == "qwen2_5_vl"
@@ -124,7 +133,9 @@ def test_deterministic_by_seed_and_cache_hit(tmp_path: Path, monkeypatch: pytest
 
 
 def test_resolve_model_path_passes_through_other_ids(tmp_path: Path) -> None:
-    assert resolve_model_path(ModelConfig(path="Qwen/Qwen2.5-VL-7B-Instruct")) == "Qwen/Qwen2.5-VL-7B-Instruct"
+    assert (
+        resolve_model_path(ModelConfig(path="Qwen/Qwen2.5-VL-7B-Instruct")) == "Qwen/Qwen2.5-VL-7B-Instruct"
+    )
     with pytest.raises(ValueError, match="unknown tiny preset"):
         resolve_model_path(ModelConfig(path="tiny://huge", cache_dir=str(tmp_path)))
     with pytest.raises(ValueError, match="model.dtype"):
@@ -151,6 +162,8 @@ def test_reload_offline_in_fresh_process(micro_dir: str) -> None:
         "print('NEW', out.shape[1] - batch['input_ids'].shape[1], int(batch['image_grid_thw'].prod()))\n"
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-c", code, micro_dir], capture_output=True, text=True, env=env, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code, micro_dir], capture_output=True, text=True, env=env, timeout=120
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "NEW 4 64" in result.stdout

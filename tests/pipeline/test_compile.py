@@ -102,15 +102,26 @@ def test_parameters_are_the_recipe_with_defaults(compiled, cluster_recipe):
     _, _, spec, _ = compiled
     params = spec["root"]["inputDefinitions"]["parameters"]
     flat = flatten(recipe_to_dict(cluster_recipe))
-    assert params["algorithm__care__K"] == {"defaultValue": 4.0, "parameterType": "NUMBER_INTEGER", "isOptional": True}
+    assert params["algorithm__care__K"] == {
+        "defaultValue": 4.0,
+        "parameterType": "NUMBER_INTEGER",
+        "isOptional": True,
+    }
     assert params["optim__lr"]["defaultValue"] == pytest.approx(5e-5)
-    assert (params["algorithm__name"]["defaultValue"], params["algorithm__name"]["parameterType"]) == ("care", "STRING")
+    assert (params["algorithm__name"]["defaultValue"], params["algorithm__name"]["parameterType"]) == (
+        "care",
+        "STRING",
+    )
     assert params["algorithm__care__rescue__enable"]["parameterType"] == "BOOLEAN"
     assert params["data__synthetic__families"]["defaultValue"] == flat["data.synthetic.families"]
     assert params["algorithm__care__s_refl"]["defaultValue"] == "null"
     assert "train__rounds" not in params and not any(p.startswith("kubernetes__") for p in params)
     # every run-time recipe key is a parameter
-    expected = {param_name(k) for k in flat if k not in ("train.rounds", "train.sft.enable") and not k.startswith("kubernetes.")}
+    expected = {
+        param_name(k)
+        for k in flat
+        if k not in ("train.rounds", "train.sft.enable") and not k.startswith("kubernetes.")
+    }
     assert set(params) == expected
 
 
@@ -124,7 +135,10 @@ def test_platform_settings(compiled):
     for name, gpus in expected_gpus.items():
         res = containers[_executor(spec, by_name[name])]["container"]["resources"]["accelerator"]
         assert (res["resourceType"], res["resourceCount"]) == ("nvidia.com/gpu", gpus)
-        assert containers[_executor(spec, by_name[name])]["container"]["image"] == "ghcr.io/care-pipelines/care-gpu:0.1.0"
+        assert (
+            containers[_executor(spec, by_name[name])]["container"]["image"]
+            == "ghcr.io/care-pipelines/care-gpu:0.1.0"
+        )
     for name in ("ingest", "round 0: advantage"):
         container = containers[_executor(spec, by_name[name])]["container"]
         assert "accelerator" not in container.get("resources", {})
@@ -182,7 +196,9 @@ def test_a_stage_that_fails_to_import_fails_the_compile(tmp_path, monkeypatch):
         if hasattr(care_core.stages, stage):
             monkeypatch.setattr(care_core.stages, stage, getattr(care_core.stages, stage))
     recipe = load_recipe("recipes/tiny-care.yaml")
-    with pytest.raises(ImportError, match=r"stage 'update': care_core.stages.update failed to import: SyntaxError"):
+    with pytest.raises(
+        ImportError, match=r"stage 'update': care_core.stages.update failed to import: SyntaxError"
+    ):
         build_pipeline(recipe, platform=False)
     with pytest.raises(ImportError, match="care_core.stages.evaluate has no function run_evaluate"):
         build_pipeline(recipe, ["ingest", "evaluate"], platform=False)
@@ -233,10 +249,16 @@ def test_paper_scale_recipe_compiles(tmp_path):
     tasks = spec["root"]["dag"]["tasks"]
     assert len(tasks) == 1 + 1 + 1 + 3 * recipe.train.rounds + 1
     gpu_counts = [
-        spec["deploymentSpec"]["executors"][_executor(spec, t)]["container"].get("resources", {}).get("accelerator", {}).get("resourceCount")
+        spec["deploymentSpec"]["executors"][_executor(spec, t)]["container"]
+        .get("resources", {})
+        .get("accelerator", {})
+        .get("resourceCount")
         for t in tasks.values()
     ]
     assert gpu_counts.count("8") == 1 + 2 * recipe.train.rounds + 1  # sft, rollout+update per round, evaluate
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert all(cfg["nodeSelector"]["labels"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"} for cfg in executors.values())
+    assert all(
+        cfg["nodeSelector"]["labels"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+        for cfg in executors.values()
+    )
     assert all(cfg["pvcMount"][0]["constant"] == "care-workspace" for cfg in executors.values())

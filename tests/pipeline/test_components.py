@@ -12,16 +12,32 @@ from components import STAGE_FUNCTIONS, make_component
 
 EXPECTED = {
     "ingest": ({}, {"data": "system.Dataset", "metrics": "system.Metrics"}),
-    "sft": ({"data": "system.Dataset", "init": "system.Model"}, {"model": "system.Model", "metrics": "system.Metrics"}),
-    "rollout": ({"data": "system.Dataset", "model": "system.Model"}, {"rollouts": "system.Dataset", "metrics": "system.Metrics"}),
+    "sft": (
+        {"data": "system.Dataset", "init": "system.Model"},
+        {"model": "system.Model", "metrics": "system.Metrics"},
+    ),
+    "rollout": (
+        {"data": "system.Dataset", "model": "system.Model"},
+        {"rollouts": "system.Dataset", "metrics": "system.Metrics"},
+    ),
     "advantage": ({"rollouts": "system.Dataset"}, {"scored": "system.Dataset", "metrics": "system.Metrics"}),
     "update": (
-        {"rollouts": "system.Dataset", "model": "system.Model", "reference": "system.Model", "state": "system.Model"},
+        {
+            "rollouts": "system.Dataset",
+            "model": "system.Model",
+            "reference": "system.Model",
+            "state": "system.Model",
+        },
         {"updated": "system.Model", "metrics": "system.Metrics"},
     ),
     "evaluate": (
         {"data": "system.Dataset", "model": "system.Model"},
-        {"results": "system.Dataset", "table": "system.Markdown", "report": "system.HTML", "metrics": "system.Metrics"},
+        {
+            "results": "system.Dataset",
+            "table": "system.Markdown",
+            "report": "system.HTML",
+            "metrics": "system.Metrics",
+        },
     ),
 }
 
@@ -50,9 +66,7 @@ def test_component_interface(stage, tmp_path):
 def test_component_only_wires_to_its_stage(stage):
     func = STAGE_FUNCTIONS[stage]
     module_src = inspect.getsource(inspect.getmodule(func))
-    top_imports = [
-        n for n in ast.parse(module_src).body if isinstance(n, ast.Import | ast.ImportFrom)
-    ]
+    top_imports = [n for n in ast.parse(module_src).body if isinstance(n, ast.Import | ast.ImportFrom)]
     assert all(getattr(n, "module", "") == "kfp.dsl" for n in top_imports)  # care_core only inside
     body = ast.parse(inspect.getsource(func)).body[0]
     inner = {n.module for n in ast.walk(body) if isinstance(n, ast.ImportFrom)}

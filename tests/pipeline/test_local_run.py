@@ -40,7 +40,12 @@ def test_localize_rebases_care_paths(tmp_path):
     assert recipe.tracking.uri == f"sqlite:///{tmp_path}/mlflow.db"
     assert recipe.storage.artifact_root == str(tmp_path / "artifacts")
     assert recipe.model.cache_dir == str(tmp_path / "models")
-    s3 = localize(load_recipe("recipes/tiny-care.yaml", ["storage.artifact_root=s3://b/x", "tracking.uri=http://h:5000"]), tmp_path)
+    s3 = localize(
+        load_recipe(
+            "recipes/tiny-care.yaml", ["storage.artifact_root=s3://b/x", "tracking.uri=http://h:5000"]
+        ),
+        tmp_path,
+    )
     assert (s3.storage.artifact_root, s3.tracking.uri) == ("s3://b/x", "http://h:5000")
 
 
@@ -53,7 +58,13 @@ def test_care_run_end_to_end(s3_env, mlflow_server, tmp_path):
     root = f"s3://{s3_env.bucket}/e2e"
     recipe = load_recipe(
         "recipes/tiny-care.yaml",
-        [*TINY, "train.rounds=2", f"storage.artifact_root={root}", f"tracking.uri={mlflow_server}", "tracking.experiment=e2e"],
+        [
+            *TINY,
+            "train.rounds=2",
+            f"storage.artifact_root={root}",
+            f"tracking.uri={mlflow_server}",
+            "tracking.experiment=e2e",
+        ],
     )
     summary = run_local(recipe, work_dir=tmp_path / "care", quiet=True)
 
@@ -69,9 +80,10 @@ def test_care_run_end_to_end(s3_env, mlflow_server, tmp_path):
         assert uri.startswith(f"{root}/"), (name, uri)
         assert any(k == uri or k.startswith(uri + "/") for k in keys), f"{name}: nothing at {uri}"
     prefix = artifacts["data"].rsplit("/data", 1)[0]
-    assert download_file(f"{artifacts['eval']}/results.json", tmp_path / "r.json").read_bytes() == (
-        run_dir / "evaluate" / "results" / "results.json"
-    ).read_bytes()
+    assert (
+        download_file(f"{artifacts['eval']}/results.json", tmp_path / "r.json").read_bytes()
+        == (run_dir / "evaluate" / "results" / "results.json").read_bytes()
+    )
     assert any(k.startswith(f"{prefix}/round-1/model/") and k.endswith("config.json") for k in keys)
     assert _sha(download_file(artifacts["round-0/advantages"], tmp_path / "a.parquet")) == _sha(
         run_dir / "advantage" / "scored" / "rollouts.parquet"
@@ -89,15 +101,23 @@ def test_care_run_end_to_end(s3_env, mlflow_server, tmp_path):
     steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, rollout_metrics[0]))
     assert steps == [1, 2]
     update_metrics = [k for k in run.data.metrics if k.startswith("update/")]
-    assert update_metrics and sorted(m.step for m in client.get_metric_history(run.info.run_id, update_metrics[0])) == [1, 2]
+    assert update_metrics and sorted(
+        m.step for m in client.get_metric_history(run.info.run_id, update_metrics[0])
+    ) == [1, 2]
     assert "eval/synthetic/accuracy" in run.data.metrics
-    logged = {f.path for folder in ("eval", "plots", "stages") for f in client.list_artifacts(run.info.run_id, folder)}
+    logged = {
+        f.path
+        for folder in ("eval", "plots", "stages")
+        for f in client.list_artifacts(run.info.run_id, folder)
+    }
     assert {"eval/results.md", "eval/results.json", "plots/learning_curves.png"} <= logged
     assert "Synthetic" in summary["eval_table"] or summary["eval_table"] == ""
 
 
 @pytest.mark.slow
-def test_s3_outage_mid_run_fails_loudly_and_keeps_earlier_uploads(start_s3_server, mlflow_server, tmp_path, monkeypatch, capfd):
+def test_s3_outage_mid_run_fails_loudly_and_keeps_earlier_uploads(
+    start_s3_server, mlflow_server, tmp_path, monkeypatch, capfd
+):
     server = start_s3_server()
     for key, value in server.env.items():
         monkeypatch.setenv(key, value)
@@ -126,7 +146,11 @@ def test_s3_outage_mid_run_fails_loudly_and_keeps_earlier_uploads(start_s3_serve
     server.stop()  # S3 goes away while evaluate runs
     thread.join(timeout=300)
     assert not thread.is_alive()
-    assert "error" in outcome and "Inner task failed" in str(outcome["error"]) and "evaluate" in str(outcome["error"])
+    assert (
+        "error" in outcome
+        and "Inner task failed" in str(outcome["error"])
+        and "evaluate" in str(outcome["error"])
+    )
     log = capfd.readouterr()
     text = log.out + log.err
     assert "StorageError" in text and "failed after 3 attempts" in text and f"{root}/" in text

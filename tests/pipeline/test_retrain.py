@@ -51,7 +51,9 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _scheduled_run(mlflow_server: str, work: Path, seed: int, start_from: str, min_improvement: float) -> dict:
+def _scheduled_run(
+    mlflow_server: str, work: Path, seed: int, start_from: str, min_improvement: float
+) -> dict:
     recipe = load_recipe(
         "recipes/tiny-care.yaml",
         [*CHEAP, f"data.synthetic.seed={seed}", f"retrain.start_from={start_from}",
@@ -85,12 +87,16 @@ def test_three_scheduled_runs_register_gate_warm_start_and_skip(mlflow_server, t
     assert v1.tags["parent.version"] == "" and v1.tags["retrain.start_from"] == "base"
     assert float(v1.tags["eval.score"]) == run_a.data.metrics["eval/synthetic/accuracy"]
     assert v1.tags["eval/synthetic/accuracy"] == repr(run_a.data.metrics["eval/synthetic/accuracy"])
-    assert json.loads(v1.tags["eval.spec"])["benchmarks"] == [{"name": "synthetic", "split": None, "config_name": None, "limit": 4}]
+    assert json.loads(v1.tags["eval.spec"])["benchmarks"] == [
+        {"name": "synthetic", "split": None, "config_name": None, "limit": 4}
+    ]
     assert v1.tags["gate.decision"] == "champion" and "no champion yet" in v1.tags["gate.reason"]
     assert run_a.info.status == "FINISHED" and run_a.data.tags["gate.decision"] == "champion"
     assert run_a.data.tags["retrain.action"] == "train" and run_a.data.metrics["gate/promoted"] == 1.0
     ingest_out = json.loads((Path(a["run_dir"]) / "ingest" / "executor_output.json").read_text())
-    assert ingest_out["artifacts"]["data"]["artifacts"][0]["metadata"]["fingerprint"] == fingerprint_a["digest"]  # KFP UI
+    assert (
+        ingest_out["artifacts"]["data"]["artifacts"][0]["metadata"]["fingerprint"] == fingerprint_a["digest"]
+    )  # KFP UI
     (dataset,) = run_a.inputs.dataset_inputs
     assert dataset.dataset.digest == fingerprint_a["digest"][:36]
     logged = {f.path for f in client.list_artifacts(run_a.info.run_id, "retrain")}
@@ -105,7 +111,10 @@ def test_three_scheduled_runs_register_gate_warm_start_and_skip(mlflow_server, t
     assert state["aliases"] == {"champion": "1", "challenger": "2"}
     v2 = state["versions"]["2"]
     assert v2.tags["parent.version"] == "1" and v2.tags["parent.source"] == v1.source
-    assert run_b.data.tags["parent.version"] == "1" and run_b.data.tags["retrain.start"] == "warm start from champion v1"
+    assert (
+        run_b.data.tags["parent.version"] == "1"
+        and run_b.data.tags["retrain.start"] == "warm start from champion v1"
+    )
     assert v2.tags["data.fingerprint"] != v1.tags["data.fingerprint"]
     assert v2.tags["recipe.train_hash"] != v1.tags["recipe.train_hash"]  # data.synthetic.seed is part of it
     score_a, score_b = float(v1.tags["eval.score"]), float(v2.tags["eval.score"])
@@ -122,16 +131,31 @@ def test_three_scheduled_runs_register_gate_warm_start_and_skip(mlflow_server, t
     c = _scheduled_run(mlflow_server, work, seed=0, start_from="champion", min_improvement=0.0)
     run_c = client.get_run(c["mlflow"]["run_id"])
     assert run_c.info.status == "FINISHED" and run_c.data.tags["retrain.action"] == "skip"
-    assert run_c.data.tags["retrain.reason"].startswith("skipped: data fingerprint") and "v1" in run_c.data.tags["retrain.reason"]
-    assert run_c.data.metrics["retrain/skipped"] == 1.0 and not any(k.startswith("sft/") for k in run_c.data.metrics)
+    assert (
+        run_c.data.tags["retrain.reason"].startswith("skipped: data fingerprint")
+        and "v1" in run_c.data.tags["retrain.reason"]
+    )
+    assert run_c.data.metrics["retrain/skipped"] == 1.0 and not any(
+        k.startswith("sft/") for k in run_c.data.metrics
+    )
     assert run_c.data.tags["data.fingerprint"] == v1.tags["data.fingerprint"]
     assert run_c.data.tags["recipe.train_hash"] == v1.tags["recipe.train_hash"]
-    assert sorted(p.name for p in Path(c["run_dir"]).iterdir()) == ["ingest", "plan-retrain", "resolve-recipe"]
+    assert sorted(p.name for p in Path(c["run_dir"]).iterdir()) == [
+        "ingest",
+        "plan-retrain",
+        "resolve-recipe",
+    ]
     assert "**skip**" in (Path(c["run_dir"]) / "plan-retrain" / "plan").read_text()
-    assert _registry(client)["aliases"] == {"champion": "1", "challenger": "2"} and len(_registry(client)["versions"]) == 2
+    assert (
+        _registry(client)["aliases"] == {"champion": "1", "challenger": "2"}
+        and len(_registry(client)["versions"]) == 2
+    )
 
     # the registry state, for the record (pytest -s shows it)
-    print("REGISTRY", json.dumps(registry_state(Tracker(mlflow_server, "retrain"), MODEL), indent=1, sort_keys=True))
+    print(
+        "REGISTRY",
+        json.dumps(registry_state(Tracker(mlflow_server, "retrain"), MODEL), indent=1, sort_keys=True),
+    )
     print("wall_s", [r["wall_s"] for r in (a, b, c)])
 
 
@@ -144,4 +168,6 @@ def test_training_hash_ignores_places_and_retrain_policy():
     )  # fmt: skip
     assert training_hash(moved) == training_hash(base)
     assert training_hash(load_recipe("recipes/tiny-care.yaml", ["optim.lr=1e-4"])) != training_hash(base)
-    assert training_hash(load_recipe("recipes/tiny-care.yaml", ["data.synthetic.seed=3"])) != training_hash(base)
+    assert training_hash(load_recipe("recipes/tiny-care.yaml", ["data.synthetic.seed=3"])) != training_hash(
+        base
+    )

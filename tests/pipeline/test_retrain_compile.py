@@ -39,7 +39,13 @@ def _names(dag: dict) -> set[str]:
 def test_plan_gates_training_and_register_exposes_the_decision(compiled):
     spec, platform = compiled
     comps = spec["components"]
-    assert _names(spec["root"]["dag"]) == {"resolve recipe", "createpvc", "ingest", "retrain plan", "condition-branches-1"}
+    assert _names(spec["root"]["dag"]) == {
+        "resolve recipe",
+        "createpvc",
+        "ingest",
+        "retrain plan",
+        "condition-branches-1",
+    }
     branches = comps["comp-condition-branches-1"]["dag"]["tasks"]
     train = comps[branches["condition-2"]["componentRef"]["name"]]["dag"]
     skip = comps[branches["condition-3"]["componentRef"]["name"]]["dag"]
@@ -59,13 +65,21 @@ def test_plan_gates_training_and_register_exposes_the_decision(compiled):
     assert plan_out["start"]["artifactType"]["schemaTitle"] == "system.Model"
 
     # warm start: SFT's init is the plan's start model; register gets the last round's model + eval results
-    assert train["tasks"]["sft"]["inputs"]["artifacts"]["init"] == {"componentInputArtifact": "pipelinechannel--plan-retrain-start"}
+    assert train["tasks"]["sft"]["inputs"]["artifacts"]["init"] == {
+        "componentInputArtifact": "pipelinechannel--plan-retrain-start"
+    }
     reg = train["tasks"]["register"]["inputs"]
-    assert reg["artifacts"]["model"]["taskOutputArtifact"] == {"outputArtifactKey": "updated", "producerTask": "update-2"}
+    assert reg["artifacts"]["model"]["taskOutputArtifact"] == {
+        "outputArtifactKey": "updated",
+        "producerTask": "update-2",
+    }
     assert reg["artifacts"]["results"]["taskOutputArtifact"]["producerTask"] == "evaluate"
     assert reg["parameters"]["model_output"]["runtimeValue"]["constant"] == "round-1/model"
     # the pipeline's output (the MLflow run id) comes from ingest, which always runs
-    assert spec["root"]["dag"]["outputs"]["parameters"]["Output"]["valueFromParameter"]["producerSubtask"] == "ingest"
+    assert (
+        spec["root"]["dag"]["outputs"]["parameters"]["Output"]["valueFromParameter"]["producerSubtask"]
+        == "ingest"
+    )
 
     # plan and gate read the registry as it is now: never cached; both get the S3/MLflow secrets
     plan_task = spec["root"]["dag"]["tasks"]["plan-retrain"]
@@ -77,7 +91,9 @@ def test_plan_gates_training_and_register_exposes_the_decision(compiled):
 
 
 def test_without_a_registered_model_the_pipeline_is_unchanged():
-    pipeline = build_pipeline(load_recipe("recipes/tiny-care.yaml", ["train.rounds=1"]), list(STAGES), platform=False)
+    pipeline = build_pipeline(
+        load_recipe("recipes/tiny-care.yaml", ["train.rounds=1"]), list(STAGES), platform=False
+    )
     names = {t.task_info.name for t in pipeline.pipeline_spec.root.dag.tasks.values()}
     assert "retrain plan" not in names and "sft" in names
     with pytest.raises(ValueError, match="needs the evaluate stage"):
@@ -96,7 +112,12 @@ def test_retrain_components_compile_and_wire_to_care_core(step, tmp_path):
 
 # --------------------------------------------------------------------------- schedules
 def _write(tmp_path: Path, **extra) -> Path:
-    item = {"name": "nightly", "recipe": str(Path("recipes/tiny-care.yaml").resolve()), "cron": "0 0 2 * * *", **extra}
+    item = {
+        "name": "nightly",
+        "recipe": str(Path("recipes/tiny-care.yaml").resolve()),
+        "cron": "0 0 2 * * *",
+        **extra,
+    }
     path = tmp_path / "schedules.yaml"
     path.write_text(yaml.safe_dump({"schedules": [item]}))
     return path
@@ -109,7 +130,10 @@ def test_repository_schedules_set_the_retrain_keys():
     assert (recipe.retrain.registered_model, recipe.retrain.start_from) == ("care-qwen2_5-vl-7b", "champion")
     assert recipe.retrain.min_improvement == 0.005 and recipe.retrain.skip_if_unchanged is True
     baseline = schedules["weekly-grpo-baseline-7b"]
-    assert load_recipe(baseline.recipe, baseline.recipe_overrides).retrain.registered_model == "grpo-qwen2_5-vl-7b"
+    assert (
+        load_recipe(baseline.recipe, baseline.recipe_overrides).retrain.registered_model
+        == "grpo-qwen2_5-vl-7b"
+    )
 
 
 def test_applied_schedule_compiles_the_retraining_steps(tmp_path):
@@ -128,10 +152,16 @@ def test_applied_schedule_compiles_the_retraining_steps(tmp_path):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        ({"retrain": {"registered_model": "m", "start_form": "champion"}}, r"retrain: unknown keys \['start_form'\]"),
+        (
+            {"retrain": {"registered_model": "m", "start_form": "champion"}},
+            r"retrain: unknown keys \['start_form'\]",
+        ),
         ({"retrain": {"start_from": "champion"}}, "retrain.registered_model is missing"),
         ({"retrain": "champion"}, "field 'retrain' must be a mapping"),
-        ({"parameters": {"retrain__start_from": "champion"}}, r"parameters \['retrain__start_from'\] have no effect"),
+        (
+            {"parameters": {"retrain__start_from": "champion"}},
+            r"parameters \['retrain__start_from'\] have no effect",
+        ),
     ],
 )
 def test_bad_retrain_sections_are_refused_naming_the_schedule(tmp_path, extra, message):
@@ -141,11 +171,17 @@ def test_bad_retrain_sections_are_refused_naming_the_schedule(tmp_path, extra, m
 
 @pytest.mark.parametrize(
     ("retrain", "key"),
-    [({"registered_model": "m", "start_from": "chmpion"}, "retrain.start_from"),
-     ({"registered_model": "m", "min_improvement": "a lot"}, "retrain.min_improvement")],
+    [
+        ({"registered_model": "m", "start_from": "chmpion"}, "retrain.start_from"),
+        ({"registered_model": "m", "min_improvement": "a lot"}, "retrain.min_improvement"),
+    ],
 )
 def test_bad_retrain_values_are_refused_before_the_server_is_touched(tmp_path, retrain, key):
     clients: dict[str, FakeKfpClient] = {}
     with pytest.raises(ScheduleError, match=f"schedule 'nightly'.*{key}"):
-        apply_schedules(_write(tmp_path, retrain=retrain), "h", client_factory=lambda h: clients.setdefault(h, FakeKfpClient(h)))
+        apply_schedules(
+            _write(tmp_path, retrain=retrain),
+            "h",
+            client_factory=lambda h: clients.setdefault(h, FakeKfpClient(h)),
+        )
     assert clients == {}

@@ -37,13 +37,22 @@ class FakeKfpClient:
         self.experiments.setdefault(name, f"exp-{next(self._ids)}")
         return SimpleNamespace(experiment_id=self.experiments[name])
 
-    def create_run_from_pipeline_package(self, pipeline_file, arguments=None, run_name=None, experiment_name=None, **kw):
-        self.calls.append(("create_run", {"arguments": arguments, "run_name": run_name, "experiment_name": experiment_name, **kw}))
+    def create_run_from_pipeline_package(
+        self, pipeline_file, arguments=None, run_name=None, experiment_name=None, **kw
+    ):
+        self.calls.append(
+            (
+                "create_run",
+                {"arguments": arguments, "run_name": run_name, "experiment_name": experiment_name, **kw},
+            )
+        )
         self.packages[run_name] = yaml.safe_load(Path(pipeline_file).read_text().split("\n---\n")[0])
         components.load_component_from_file(pipeline_file)  # a valid pipeline package
         return SimpleNamespace(run_id=f"run-{next(self._ids)}")
 
-    def list_recurring_runs(self, page_token="", page_size=10, sort_by="", experiment_id=None, namespace=None, filter=None):
+    def list_recurring_runs(
+        self, page_token="", page_size=10, sort_by="", experiment_id=None, namespace=None, filter=None
+    ):
         runs = [r for r in self.recurring.values() if r.experiment_id == experiment_id]
         start = int(page_token or 0)
         page = runs[start : start + 1]  # page size 1 so that pagination is exercised
@@ -56,11 +65,18 @@ class FakeKfpClient:
         return {}
 
     def create_recurring_run(self, experiment_id, job_name, **kw):
-        self.calls.append(("create_recurring_run", {"experiment_id": experiment_id, "job_name": job_name, **kw}))
+        self.calls.append(
+            ("create_recurring_run", {"experiment_id": experiment_id, "job_name": job_name, **kw})
+        )
         run_id = f"rr-{next(self._ids)}"
-        self.packages[run_id] = yaml.safe_load(Path(kw["pipeline_package_path"]).read_text().split("\n---\n")[0])
+        self.packages[run_id] = yaml.safe_load(
+            Path(kw["pipeline_package_path"]).read_text().split("\n---\n")[0]
+        )
         self.recurring[run_id] = SimpleNamespace(
-            recurring_run_id=run_id, display_name=job_name, description=kw.get("description"), experiment_id=experiment_id
+            recurring_run_id=run_id,
+            display_name=job_name,
+            description=kw.get("description"),
+            experiment_id=experiment_id,
         )
         return SimpleNamespace(recurring_run_id=run_id)
 
@@ -78,9 +94,16 @@ def fake():
 
 def test_submit_creates_one_run_with_arguments(fake):
     recipe = load_recipe("recipes/tiny-care.yaml", ["train.rounds=1"])
-    out = submit(recipe, "http://kfp:8888", experiment="exp-a", run_name="r1", arguments={"algorithm__name": "grpo"}, client_factory=fake)
+    out = submit(
+        recipe,
+        "http://kfp:8888",
+        experiment="exp-a",
+        run_name="r1",
+        arguments={"algorithm__name": "grpo"},
+        client_factory=fake,
+    )
     client = fake("http://kfp:8888")
-    (name, call), = [c for c in client.calls if c[0] == "create_run"]
+    ((name, call),) = [c for c in client.calls if c[0] == "create_run"]
     assert call == {"arguments": {"algorithm__name": "grpo"}, "run_name": "r1", "experiment_name": "exp-a"}
     assert out == {"host": "http://kfp:8888", "experiment": "exp-a", "run_name": "r1", "run_id": "run-1"}
     spec = client.packages["r1"]
@@ -106,7 +129,9 @@ def test_apply_schedules_is_idempotent_and_prunes(tmp_path, fake):
     first = apply_schedules(path, "h", client_factory=fake)
     client = fake("h")
     # an unmanaged recurring run created by hand in the same experiment must survive
-    client.recurring["manual"] = SimpleNamespace(recurring_run_id="manual", display_name="by-hand", description="", experiment_id="exp-1")
+    client.recurring["manual"] = SimpleNamespace(
+        recurring_run_id="manual", display_name="by-hand", description="", experiment_id="exp-1"
+    )
     second = apply_schedules(path, "h", client_factory=fake)
     assert [c["name"] for c in first["created"]] == ["nightly", "weekly"] and first["deleted"] == []
     assert sorted(second["deleted"]) == ["nightly", "weekly"]

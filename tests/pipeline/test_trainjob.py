@@ -41,10 +41,20 @@ def test_trainjob_name_is_an_rfc1035_label(run_id, round_index):
 
 def test_trainjob_object_is_valid():
     recipe = _recipe()
-    inputs = {"recipe": "s3://b/r/recipe.yaml", "rollouts": "s3://b/r/rollouts.parquet", "model": "s3://b/r/model"}
-    job = build_trainjob(recipe, name="care-update-x-r0", namespace="team-a", inputs=inputs, out_uri="s3://b/r/out")
+    inputs = {
+        "recipe": "s3://b/r/recipe.yaml",
+        "rollouts": "s3://b/r/rollouts.parquet",
+        "model": "s3://b/r/model",
+    }
+    job = build_trainjob(
+        recipe, name="care-update-x-r0", namespace="team-a", inputs=inputs, out_uri="s3://b/r/out"
+    )
     assert (job["apiVersion"], job["kind"]) == ("trainer.kubeflow.org/v1alpha1", "TrainJob")
-    assert job["spec"]["runtimeRef"] == {"name": "care-deepspeed", "apiGroup": GROUP, "kind": "ClusterTrainingRuntime"}
+    assert job["spec"]["runtimeRef"] == {
+        "name": "care-deepspeed",
+        "apiGroup": GROUP,
+        "kind": "ClusterTrainingRuntime",
+    }
     trainer = job["spec"]["trainer"]
     assert (trainer["numNodes"], trainer["numProcPerNode"]) == (2, 8)
     assert trainer["resourcesPerNode"] == {"limits": {"nvidia.com/gpu": 8}}
@@ -55,12 +65,18 @@ def test_trainjob_object_is_valid():
         "--out": "s3://b/r/out", "--recipe": inputs["recipe"], "--model": inputs["model"], "--rollouts": inputs["rollouts"],
     }  # fmt: skip
     secrets = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in trainer["env"] if "valueFrom" in e}
-    assert secrets["AWS_SECRET_ACCESS_KEY"] == "care-s3" and secrets["MLFLOW_TRACKING_PASSWORD"] == "care-mlflow"
+    assert (
+        secrets["AWS_SECRET_ACCESS_KEY"] == "care-s3" and secrets["MLFLOW_TRACKING_PASSWORD"] == "care-mlflow"
+    )
     # the trainer container, as Kubernetes would build it, is a valid Pod container
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": job["metadata"]["name"], "namespace": "team-a", "labels": job["metadata"]["labels"]},
+        "metadata": {
+            "name": job["metadata"]["name"],
+            "namespace": "team-a",
+            "labels": job["metadata"]["labels"],
+        },
         "spec": {
             "containers": [
                 {
@@ -114,7 +130,12 @@ def test_wait_streams_status_and_returns_on_complete(caplog):
 
 
 def test_wait_fails_with_the_jobs_message():
-    failed = {"type": "Failed", "status": "True", "reason": "JobsFailed", "message": "node-0: CUDA out of memory"}
+    failed = {
+        "type": "Failed",
+        "status": "True",
+        "reason": "JobsFailed",
+        "message": "node-0: CUDA out of memory",
+    }
     api = FakeCustomObjectsApi([[CREATED], [CREATED, failed]])
     with pytest.raises(TrainJobFailed, match=r"ns/j failed \(JobsFailed\): node-0: CUDA out of memory"):
         wait_for_trainjob(api, "j", "ns", poll_s=0, sleep=lambda s: None)
@@ -124,7 +145,9 @@ def test_wait_times_out():
     ticks = iter(range(0, 1000, 10))
     api = FakeCustomObjectsApi([[CREATED]])
     with pytest.raises(TrainJobFailed, match="did not finish within 25s"):
-        wait_for_trainjob(api, "j", "ns", poll_s=0, timeout_s=25, sleep=lambda s: None, clock=lambda: next(ticks))
+        wait_for_trainjob(
+            api, "j", "ns", poll_s=0, timeout_s=25, sleep=lambda s: None, clock=lambda: next(ticks)
+        )
 
 
 def test_run_update_trainjob_stages_inputs_through_s3(s3_env, tmp_path):
@@ -150,7 +173,15 @@ def test_run_update_trainjob_stages_inputs_through_s3(s3_env, tmp_path):
     done = {"type": "Complete", "status": "True", "reason": "JobsCompleted", "message": ""}
     api = FakeCustomObjectsApi([[CREATED], [CREATED, done]], on_create=controller)
     metrics = run_update_trainjob(
-        recipe, "run-1", 2, str(model), str(rollouts), str(tmp_path / "updated"), api=api, namespace="ns", poll_s=0
+        recipe,
+        "run-1",
+        2,
+        str(model),
+        str(rollouts),
+        str(tmp_path / "updated"),
+        api=api,
+        namespace="ns",
+        poll_s=0,
     )
     assert metrics == {"update/loss": 0.5}
     assert (tmp_path / "updated" / "model.safetensors").read_bytes() == b"weights"

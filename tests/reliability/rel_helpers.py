@@ -9,7 +9,11 @@ from pathlib import Path
 def tree_digest(root: str | Path) -> dict[str, str]:
     """relative path -> sha256 of every file under ``root`` (to prove a folder was not touched)."""
     root = Path(root)
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def update_rows(model_dir: str, advantages: list[float], group: str = "g0") -> list[dict]:
@@ -21,10 +25,14 @@ def update_rows(model_dir: str, advantages: list[float], group: str = "g0") -> l
 
     model, processor = load_policy(model_dir)
     tok = processor.tokenizer
-    prompt = tok("<|im_start|>user\nHow many?<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
+    prompt = tok("<|im_start|>user\nHow many?<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False)[
+        "input_ids"
+    ]
     end = tok.convert_tokens_to_ids("<|im_end|>")
-    responses = [tok(f"<think>t{k}</think><answer>{k}</answer>", add_special_tokens=False)["input_ids"] + [end]
-                 for k in range(len(advantages))]
+    responses = [
+        tok(f"<think>t{k}</think><answer>{k}</answer>", add_special_tokens=False)["input_ids"] + [end]
+        for k in range(len(advantages))
+    ]
     with torch.no_grad():
         lp = response_logprobs(model, pack([SequenceItem(prompt, r) for r in responses])).logprobs
     rows = []

@@ -77,7 +77,9 @@ def test_corrupt_latest_round_falls_back_with_a_warning(tmp_path, caplog):
 def test_nothing_verified_is_an_error_not_a_silent_restart(tmp_path):
     final = _round(tmp_path, 1, b"w1", 1)
     (final / "state.json").unlink()
-    with pytest.raises(CheckpointError, match=r"no earlier round is complete and verified; set train.resume=never"):
+    with pytest.raises(
+        CheckpointError, match=r"no earlier round is complete and verified; set train.resume=never"
+    ):
         find_resume(tmp_path, "auto")
 
 

@@ -31,9 +31,13 @@ def _truncated_parquet(path: Path) -> Path:
     return path
 
 
-def test_truncated_parquet_is_one_line_naming_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_truncated_parquet_is_one_line_naming_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = _truncated_parquet(tmp_path / "rollouts.parquet")
-    code, lines = _run(["advantage", "-c", str(RECIPE), "--rollouts", str(bad), "--out", str(tmp_path / "a.parquet")], capsys)
+    code, lines = _run(
+        ["advantage", "-c", str(RECIPE), "--rollouts", str(bad), "--out", str(tmp_path / "a.parquet")], capsys
+    )
     assert code == 1 and len(lines) == 2, lines
     assert lines[0].startswith("error: cannot read Parquet: ") and lines[0].endswith(f"({bad})")
     assert lines[1].startswith("hint: ") and "truncated or corrupt" in lines[1]
@@ -43,27 +47,37 @@ def test_truncated_parquet_is_one_line_naming_the_file(tmp_path: Path, capsys: p
 def test_debug_shows_the_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = _truncated_parquet(tmp_path / "rollouts.parquet")
     for argv in (["--debug", "advantage"], ["advantage", "--debug"]):  # before or after the subcommand
-        code, lines = _run([*argv, "-c", str(RECIPE), "--rollouts", str(bad), "--out", str(tmp_path / "a.parquet")], capsys)
+        code, lines = _run(
+            [*argv, "-c", str(RECIPE), "--rollouts", str(bad), "--out", str(tmp_path / "a.parquet")], capsys
+        )
         assert code == 1 and lines[0] == "Traceback (most recent call last):"
-        assert any("ArrowInvalid" in line for line in lines) and lines[-2].startswith("error: cannot read Parquet")
+        assert any("ArrowInvalid" in line for line in lines) and lines[-2].startswith(
+            "error: cannot read Parquet"
+        )
 
 
 def test_recipe_error_exits_2_with_key_and_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    code, lines = _run(["ingest", "-c", str(RECIPE), "--set", "train.prompts_per_round=0", "--out", str(tmp_path / "d")], capsys)
+    code, lines = _run(
+        ["ingest", "-c", str(RECIPE), "--set", "train.prompts_per_round=0", "--out", str(tmp_path / "d")],
+        capsys,
+    )
     assert code == 2 and lines[0] == f"error: train.prompts_per_round=0 must be >= 1 ({RECIPE})"
     assert lines[1].startswith("hint: ") and not (tmp_path / "d").exists()
 
 
 def test_missing_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, lines = _run(["sft", "-c", str(RECIPE), "--data", str(tmp_path / "nodata"), "--out", str(tmp_path / "o")], capsys)
+    code, lines = _run(
+        ["sft", "-c", str(RECIPE), "--data", str(tmp_path / "nodata"), "--out", str(tmp_path / "o")], capsys
+    )
     assert code == 1 and lines == [
         f"error: data folder has neither sft.parquet nor train.parquet ({tmp_path / 'nodata'})",
         "hint: give the folder `care ingest --out DIR` wrote",
     ]
 
 
-def test_corrupt_safetensors_and_truncated_config_name_the_model_folder(micro_dir: str, tmp_path: Path,
-                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_corrupt_safetensors_and_truncated_config_name_the_model_folder(
+    micro_dir: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from care_core.config import build_recipe
     from care_core.stages.ingest import run_ingest
 
@@ -73,10 +87,25 @@ def test_corrupt_safetensors_and_truncated_config_name_the_model_folder(micro_di
     shutil.copytree(micro_dir, model)
     weights = model / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
-    args = ["rollout", "-c", str(RECIPE), "--set", "train.prompts_per_round=2", "--model", str(model), "--data", str(data),
-            "--out", str(tmp_path / "r.parquet")]
+    args = [
+        "rollout",
+        "-c",
+        str(RECIPE),
+        "--set",
+        "train.prompts_per_round=2",
+        "--model",
+        str(model),
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "r.parquet"),
+    ]
     code, lines = _run(args, capsys)
-    assert code == 1 and len(lines) == 2 and lines[0].startswith("error: cannot load the model weights: SafetensorError")
+    assert (
+        code == 1
+        and len(lines) == 2
+        and lines[0].startswith("error: cannot load the model weights: SafetensorError")
+    )
     assert lines[0].endswith(f"({model})") and "safetensors" in lines[1]
     config = model / "config.json"
     config.write_text(config.read_text()[:25])
@@ -106,8 +135,12 @@ def test_describe_every_class() -> None:
     from care_core.storage import StorageError
     from care_core.tracking import TrackingError
 
-    for exc in (RecipeError("k=1 bad", "r.yaml"), SchemaError("f.parquet row 3: field 'answer' is empty"),
-                StorageError("upload to s3://b/k failed"), TrackingError("MLflow get_run at http://h failed")):
+    for exc in (
+        RecipeError("k=1 bad", "r.yaml"),
+        SchemaError("f.parquet row 3: field 'answer' is empty"),
+        StorageError("upload to s3://b/k failed"),
+        TrackingError("MLflow get_run at http://h failed"),
+    ):
         report = describe(exc)
         assert isinstance(exc, CareError) and report.known and report.code >= 1
         assert report.line.startswith("error: ") and report.hint and "\n" not in report.line
@@ -122,17 +155,35 @@ def test_describe_every_class() -> None:
 
 
 def test_console_entry_point_prints_no_traceback(tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "care_core.cli", "advantage", "-c", str(RECIPE), "--rollouts",
-                          str(tmp_path / "missing.parquet"), "--out", str(tmp_path / "a.parquet")],
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "care_core.cli",
+            "advantage",
+            "-c",
+            str(RECIPE),
+            "--rollouts",
+            str(tmp_path / "missing.parquet"),
+            "--out",
+            str(tmp_path / "a.parquet"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines()[-2].startswith("error: ") and "missing.parquet" in out.stderr
 
 
-def test_a_deliberate_value_error_of_a_stage_is_a_known_fault(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_deliberate_value_error_of_a_stage_is_a_known_fault(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, lines = _run(["score", "--in", str(tmp_path / "preds.jsonl")], capsys)
-    assert code == 1 and lines == [f"error: predictions file not found: {tmp_path / 'preds.jsonl'}",
-                                   "hint: check the named input, file or recipe key"]
+    assert code == 1 and lines == [
+        f"error: predictions file not found: {tmp_path / 'preds.jsonl'}",
+        "hint: check the named input, file or recipe key",
+    ]
     try:
         raise ValueError("raised outside the project")
     except ValueError as exc:

@@ -14,13 +14,19 @@ from care_core.stages.sft import sft_rows
 
 SOURCES = Path(__file__).resolve().parents[1] / "fixtures" / "sources"
 GOOD = {"name": "geometry3k", "path": str(SOURCES / "geometry3k"), "split": "train"}
-BAD = {"name": "geometry3k", "path": str(SOURCES / "bad_geometry3k"), "split": "train"}  # bad rows, then a good one
+BAD = {
+    "name": "geometry3k",
+    "path": str(SOURCES / "bad_geometry3k"),
+    "split": "train",
+}  # bad rows, then a good one
 SFT = {"name": "vision_r1_cold", "path": str(SOURCES / "vision_r1_cold"),
        "image_root": str(SOURCES / "vision_r1_cold_images"), "role": "sft"}  # fmt: skip
 
 
 def _digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))
+    }
 
 
 def test_failed_ingest_into_an_earlier_run_leaves_it_untouched(tmp_path: Path) -> None:
@@ -42,7 +48,9 @@ def test_failed_ingest_into_a_new_folder_leaves_no_folder(tmp_path: Path) -> Non
     assert not (tmp_path / "new" / "data").exists()
 
 
-def test_interrupted_ingest_leaves_the_destination_as_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_ingest_leaves_the_destination_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Ctrl-C while the last split file is written (train and test already done): nothing reaches ``out``,
     so no mix of new train rows with the earlier run's test/sft rows."""
     import care_core.stages.ingest as ingest

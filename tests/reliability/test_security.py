@@ -38,8 +38,12 @@ def test_redact_masks_user_info_only(text: str, expected: str) -> None:
     assert not has_credentials(redact(text))
 
 
-@given(user=st.text("abcXYZ019._-", min_size=1, max_size=12), password=st.text("abcXYZ019._-!$%", min_size=1, max_size=16),
-       host=st.sampled_from(["127.0.0.1:5000", "mlflow.svc", "minio:9000"]), scheme=st.sampled_from(["http", "https", "s3"]))
+@given(
+    user=st.text("abcXYZ019._-", min_size=1, max_size=12),
+    password=st.text("abcXYZ019._-!$%", min_size=1, max_size=16),
+    host=st.sampled_from(["127.0.0.1:5000", "mlflow.svc", "minio:9000"]),
+    scheme=st.sampled_from(["http", "https", "s3"]),
+)
 def test_redacted_text_never_holds_the_password(user: str, password: str, host: str, scheme: str) -> None:
     uri = f"{scheme}://{user}:{password}@{host}/x"
     out = redact(f"connecting to {uri} now")
@@ -55,8 +59,9 @@ def test_log_filter_redacts_formatted_records(caplog: pytest.LogCaptureFixture) 
     assert SECRET not in caplog.text and "http://***@host:5000" in caplog.text
 
 
-def test_mlflow_params_log_and_tracking_file_hold_no_password(mlflow_server: str, tmp_path: Path,
-                                                              caplog: pytest.LogCaptureFixture) -> None:
+def test_mlflow_params_log_and_tracking_file_hold_no_password(
+    mlflow_server: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """A real ``mlflow server``; the tracking URI carries user:password (sent as basic auth, ignored there)."""
     from mlflow.tracking import MlflowClient
 
@@ -75,10 +80,21 @@ def test_mlflow_params_log_and_tracking_file_hold_no_password(mlflow_server: str
     assert SECRET not in stored and json.loads(stored)["uri"].startswith("http://***@")
 
 
-def test_compile_refuses_credentials_and_writes_no_ir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_compile_refuses_credentials_and_writes_no_ir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "pipeline.yaml"
-    code = main(["compile", "-c", str(RECIPES / "tiny-care.yaml"), "--set", f"tracking.uri=http://alice:{SECRET}@mlflow:5000",
-                 "-o", str(out)])
+    code = main(
+        [
+            "compile",
+            "-c",
+            str(RECIPES / "tiny-care.yaml"),
+            "--set",
+            f"tracking.uri=http://alice:{SECRET}@mlflow:5000",
+            "-o",
+            str(out),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1 and not out.exists()
     assert err.splitlines()[0].startswith("error: a URI with credentials") and "tracking.uri" in err
@@ -97,7 +113,9 @@ def test_compiled_ir_of_a_clean_recipe_has_no_credentials(tmp_path: Path) -> Non
 @pytest.mark.parametrize("name", ["../../X", "a/b", "..", ".hidden", "/abs", "a\\b", ""])
 def test_run_name_that_leaves_output_dir_is_refused_at_load(name: str) -> None:
     with pytest.raises(RecipeError, match="tracking.run_name") as info:
-        load_recipe(RECIPES / "tiny-care.yaml", [f"tracking.run_name={name!s}"] if name else ["tracking.run_name=' '"])
+        load_recipe(
+            RECIPES / "tiny-care.yaml", [f"tracking.run_name={name!s}"] if name else ["tracking.run_name=' '"]
+        )
     assert str(RECIPES / "tiny-care.yaml") in str(info.value)
 
 
@@ -152,7 +170,9 @@ def test_dataset_image_path_inside_the_dataset_still_loads(tmp_path: Path) -> No
     assert run_ingest(build_recipe({"data": {"sources": [source]}}), tmp_path / "out")["counts"]["sft"] == 1
 
 
-@pytest.mark.parametrize("key", ["a/../../../escaped.txt", "../escaped.txt", "/etc/escaped.txt", "a/../../b/x"])
+@pytest.mark.parametrize(
+    "key", ["a/../../../escaped.txt", "../escaped.txt", "/etc/escaped.txt", "a/../../b/x"]
+)
 def test_s3_key_that_leaves_download_dir_is_refused(tmp_path: Path, key: str) -> None:
     """AWS S3 accepts keys with '..' segments (SeaweedFS and MinIO refuse to store them, so the listing is given)."""
     from care_core.storage.transfer import local_targets
@@ -160,7 +180,9 @@ def test_s3_key_that_leaves_download_dir_is_refused(tmp_path: Path, key: str) ->
     keys = ["s3://care/run/ok.txt", f"s3://care/run/{key}"]
     with pytest.raises(SecurityError, match=r"S3 key s3://care/run/.* leaves its base folder"):
         local_targets("s3://care/run", keys, tmp_path / "dl")
-    assert local_targets("s3://care/run/", keys[:1], tmp_path / "dl") == [(keys[0], tmp_path / "dl" / "ok.txt")]
+    assert local_targets("s3://care/run/", keys[:1], tmp_path / "dl") == [
+        (keys[0], tmp_path / "dl" / "ok.txt")
+    ]
 
 
 def test_s3_download_dir_keeps_odd_but_safe_keys_inside(s3_env, tmp_path: Path) -> None:
@@ -168,12 +190,19 @@ def test_s3_download_dir_keeps_odd_but_safe_keys_inside(s3_env, tmp_path: Path) 
     from care_core.storage import download_dir
 
     client = s3_env.client()
-    for key in ("reliability-keys/run/ok.txt", "reliability-keys/run/.../x.txt", "reliability-keys/run/..%2Fescaped.txt"):
+    for key in (
+        "reliability-keys/run/ok.txt",
+        "reliability-keys/run/.../x.txt",
+        "reliability-keys/run/..%2Fescaped.txt",
+    ):
         client.put_object(Bucket=s3_env.bucket, Key=key, Body=b"data")
     dest = tmp_path / "dl"
     download_dir(f"s3://{s3_env.bucket}/reliability-keys/run", dest)
     assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()) == [
-        "..%2Fescaped.txt", ".../x.txt", "ok.txt"]
+        "..%2Fescaped.txt",
+        ".../x.txt",
+        "ok.txt",
+    ]
     assert [p for p in tmp_path.rglob("*") if p.is_file() and dest not in p.parents] == []
 
 
@@ -201,5 +230,7 @@ def test_log_redaction_covers_loggers_with_their_own_handlers() -> None:
         f"own.info('run at %s', 'http://alice:{SECRET}@mlflow:5000/#/runs/1')\n"
         "own.info('%d%%', 5)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
     assert out.stderr.splitlines() == ["run at http://***@mlflow:5000/#/runs/1", "5%"]

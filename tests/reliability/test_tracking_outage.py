@@ -42,8 +42,13 @@ def _start_server(store: Path, port: int, timeout_s: float = 120.0) -> subproces
            "--artifacts-destination", str(store / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
            "--workers", "1"]  # fmt: skip
     log = open(store / f"server-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115 (kept open for the process)
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    proc = subprocess.Popen(
+        cmd,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+    )
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         assert proc.poll() is None, f"mlflow server exited with {proc.returncode}"
@@ -73,7 +78,9 @@ def _train(out: Path, cache: str, uri: str, rounds: int, env_extra: dict[str, st
     for item in sets:
         cmd += ["--set", item]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", **env_extra}
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def _wait_for_round(proc: subprocess.Popen, run_dir: Path, name: str, timeout_s: float = 600) -> None:
@@ -83,7 +90,9 @@ def _wait_for_round(proc: subprocess.Popen, run_dir: Path, name: str, timeout_s:
         if latest.is_file() and latest.read_text().strip() == f"rounds/{name}":
             return
         if proc.poll() is not None:
-            raise AssertionError(f"care train exited ({proc.returncode}) before {name}:\n{proc.stdout.read()[-4000:]}")
+            raise AssertionError(
+                f"care train exited ({proc.returncode}) before {name}:\n{proc.stdout.read()[-4000:]}"
+            )
         time.sleep(0.1)
     raise AssertionError(f"no {name} after {timeout_s}s")
 
@@ -100,7 +109,9 @@ def _assert_all_metrics_logged(client, run_id: str, summary: dict) -> int:
             checked += 1
     for key, value in (summary.get("sft") or {}).items():
         if isinstance(value, float):
-            assert {m.step: m.value for m in client.get_metric_history(run_id, key)}.get(0) == pytest.approx(value), key
+            assert {m.step: m.value for m in client.get_metric_history(run_id, key)}.get(0) == pytest.approx(
+                value
+            ), key
     return checked
 
 
@@ -120,7 +131,9 @@ def test_mlflow_down_for_60s_mid_run_loses_no_metric(tmp_path, tmp_path_factory)
         _stop(server)  # the tracking server goes away mid-run
         down_at = time.monotonic()
         while time.monotonic() - down_at < OUTAGE_S:
-            assert proc.poll() is None, f"care train died during the MLflow outage:\n{proc.stdout.read()[-4000:]}"
+            assert proc.poll() is None, (
+                f"care train died during the MLflow outage:\n{proc.stdout.read()[-4000:]}"
+            )
             time.sleep(0.5)
         server = _start_server(store, port)  # same port, same store
         out, _ = proc.communicate(timeout=900)

@@ -58,14 +58,20 @@ def test_every_cached_artifact_carries_a_fingerprint(run_copy):
     run = out / "fp"
     assert json.loads((run / "data" / "care_fingerprint.json").read_text())["kind"] == "data"
     assert json.loads((run / "sft" / "care_fingerprint.json").read_text())["kind"] == "sft"
-    assert json.loads((run / "rounds" / "round_0001" / "state.json").read_text())["fingerprint"]["kind"] == "round"
+    assert (
+        json.loads((run / "rounds" / "round_0001" / "state.json").read_text())["fingerprint"]["kind"]
+        == "round"
+    )
 
 
 def test_changed_data_recipe_is_refused_under_auto(run_copy):
     out, cache_dir = run_copy
     before = tree_digest(out / "fp" / "data")
-    with pytest.raises(StaleArtifactError, match=r"fp/data was built from a different recipe: the recipe changed "
-                                                 r"\(data\.synthetic\.n_train: 8 -> 12\)\. .*train\.resume=never.*--force"):
+    with pytest.raises(
+        StaleArtifactError,
+        match=r"fp/data was built from a different recipe: the recipe changed "
+        r"\(data\.synthetic\.n_train: 8 -> 12\)\. .*train\.resume=never.*--force",
+    ):
         run_train(_recipe(out, cache_dir, data__synthetic__n_train=12))
     assert tree_digest(out / "fp" / "data") == before
 
@@ -74,7 +80,9 @@ def test_changed_sft_recipe_is_refused_under_auto(run_copy):
     out, cache_dir = run_copy
     shutil.rmtree(out / "fp" / "rounds")
     (out / "fp" / "latest").unlink()
-    with pytest.raises(StaleArtifactError, match=r"fp/sft was built from a different recipe: .*train\.sft\.max_steps: 2 -> 3"):
+    with pytest.raises(
+        StaleArtifactError, match=r"fp/sft was built from a different recipe: .*train\.sft\.max_steps: 2 -> 3"
+    ):
         run_train(_recipe(out, cache_dir, train__sft__max_steps=3))
 
 
@@ -88,7 +96,10 @@ def test_artifact_without_fingerprint_is_not_reused_silently(run_copy):
 def test_changed_round_recipe_is_refused_then_forced(run_copy, caplog):
     out, cache_dir = run_copy
     changed = _recipe(out, cache_dir, optim={"lr": 5e-4}, train__rounds=2)
-    with pytest.raises(StaleArtifactError, match=r"round_0001 was built from a different recipe: .*optim\.lr: 1e-06 -> 0\.0005"):
+    with pytest.raises(
+        StaleArtifactError,
+        match=r"round_0001 was built from a different recipe: .*optim\.lr: 1e-06 -> 0\.0005",
+    ):
         run_train(changed)
     summary = run_train(changed, force=True)
     assert summary["resumed_from"].endswith("round_0001")
@@ -98,11 +109,17 @@ def test_changed_round_recipe_is_refused_then_forced(run_copy, caplog):
 
 def test_never_rebuilds_stale_data_and_sft(run_copy):
     out, cache_dir = run_copy
-    summary = run_train(_recipe(out, cache_dir, data__synthetic__n_train=12, train__sft__max_steps=3,
-                                train__resume="never"))
+    summary = run_train(
+        _recipe(out, cache_dir, data__synthetic__n_train=12, train__sft__max_steps=3, train__resume="never")
+    )
     assert pq.read_metadata(out / "fp" / "data" / "train.parquet").num_rows == 12
     assert summary["sft"]["sft/steps"] == 3.0
-    assert json.loads((out / "fp" / "sft" / "care_fingerprint.json").read_text())["inputs"]["train.sft.max_steps"] == 3
+    assert (
+        json.loads((out / "fp" / "sft" / "care_fingerprint.json").read_text())["inputs"][
+            "train.sft.max_steps"
+        ]
+        == 3
+    )
 
 
 def test_never_reuses_matching_data_and_sft(run_copy):
@@ -114,6 +131,8 @@ def test_never_reuses_matching_data_and_sft(run_copy):
 
 def test_s3_artifact_root_is_refused(tmp_path):
     recipe = _recipe(tmp_path, str(tmp_path / "models"), storage={"artifact_root": "s3://bucket/prefix"})
-    with pytest.raises(ValueError, match=r"storage\.artifact_root=s3://bucket/prefix: care train keeps .* train\.output_dir"):
+    with pytest.raises(
+        ValueError, match=r"storage\.artifact_root=s3://bucket/prefix: care train keeps .* train\.output_dir"
+    ):
         run_train(recipe)
     assert not (tmp_path / "fp").exists()

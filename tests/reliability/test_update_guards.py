@@ -20,9 +20,15 @@ from care_core.training.ppo import NonFiniteUpdateError, PlainBackend
 
 
 def _recipe(lr: float = 1e-3, **loss):
-    return build_recipe({"model": {"path": "tiny://micro"}, "optim": {"lr": lr}, "algorithm": {"name": "grpo"},
-                         "loss": loss, "train": {"mini_batch_size": 4, "micro_batch_size": 4, "prompts_per_round": 4,
-                                                 "rounds": 1}})
+    return build_recipe(
+        {
+            "model": {"path": "tiny://micro"},
+            "optim": {"lr": lr},
+            "algorithm": {"name": "grpo"},
+            "loss": loss,
+            "train": {"mini_batch_size": 4, "micro_batch_size": 4, "prompts_per_round": 4, "rounds": 1},
+        }
+    )
 
 
 @pytest.fixture
@@ -66,9 +72,16 @@ def test_non_finite_loss_stops_before_the_optimizer_step(model_copy, tmp_path):
     rows = update_rows(str(model_copy), [1.0, -1.0])
     write_rollouts(rows, tmp_path / "adv.parquet")
     before = tree_digest(model_copy)
-    with pytest.raises(NonFiniteUpdateError, match=r"optimizer step 1 \(mini-batch groups \['g0'\]\): loss is nan"):
-        run_update(_recipe(kl={"enable": True, "beta": 0.1}), str(model_copy), tmp_path / "adv.parquet",
-                   tmp_path / "out", reference_path=str(ref))
+    with pytest.raises(
+        NonFiniteUpdateError, match=r"optimizer step 1 \(mini-batch groups \['g0'\]\): loss is nan"
+    ):
+        run_update(
+            _recipe(kl={"enable": True, "beta": 0.1}),
+            str(model_copy),
+            tmp_path / "adv.parquet",
+            tmp_path / "out",
+            reference_path=str(ref),
+        )
     assert not (tmp_path / "out").exists() and tree_digest(model_copy) == before
 
 
@@ -143,8 +156,11 @@ def test_reward_outside_verifier_range_is_named(tmp_path, bad):
     rows = make_rows()
     rows[6]["reward"] = bad
     write_rollouts(rows, tmp_path / "r.parquet")
-    pattern = (r"row 6 \(group_id='g-correct', sample_index=2\): column 'reward' is " + re.escape(f"{bad:g}")
-               + r", outside the verifier's range \[0, 1\]")
+    pattern = (
+        r"row 6 \(group_id='g-correct', sample_index=2\): column 'reward' is "
+        + re.escape(f"{bad:g}")
+        + r", outside the verifier's range \[0, 1\]"
+    )
     with pytest.raises(SchemaError, match=pattern):
         run_advantage(build_recipe({}), tmp_path / "r.parquet", tmp_path / "a.parquet")
     assert not (tmp_path / "a.parquet").exists()

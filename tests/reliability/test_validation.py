@@ -68,17 +68,33 @@ def test_known_names_match_the_stages() -> None:
 
 
 @pytest.mark.parametrize("command", ["compile", "train"])
-def test_compile_and_train_refuse_a_benchmark_typo(command: str, tmp_path: Path,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    args = [command, "-c", str(RECIPE), "--set", "eval.benchmarks=[{name: mathvistaa}]",
-            "--set", f"train.output_dir={tmp_path / 'runs'}", "--set", f"tracking.uri=sqlite:///{tmp_path}/m.db"]
+def test_compile_and_train_refuse_a_benchmark_typo(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [
+        command,
+        "-c",
+        str(RECIPE),
+        "--set",
+        "eval.benchmarks=[{name: mathvistaa}]",
+        "--set",
+        f"train.output_dir={tmp_path / 'runs'}",
+        "--set",
+        f"tracking.uri=sqlite:///{tmp_path}/m.db",
+    ]
     args += ["-o", str(tmp_path / "p.yaml")] if command == "compile" else []
     assert main(args) == 2
     lines = capsys.readouterr().err.strip().splitlines()
-    assert lines[0] == (f"error: eval.benchmarks.0.name='mathvistaa' is not one of {list(BENCHMARK_NAMES)} "
-                        f"(unknown benchmark 'mathvistaa') ({RECIPE})")
+    assert lines[0] == (
+        f"error: eval.benchmarks.0.name='mathvistaa' is not one of {list(BENCHMARK_NAMES)} "
+        f"(unknown benchmark 'mathvistaa') ({RECIPE})"
+    )
     assert lines[1].startswith("hint: ") and len(lines) == 2
-    assert not (tmp_path / "p.yaml").exists() and not (tmp_path / "runs").exists() and not (tmp_path / "m.db").exists()
+    assert (
+        not (tmp_path / "p.yaml").exists()
+        and not (tmp_path / "runs").exists()
+        and not (tmp_path / "m.db").exists()
+    )
 
 
 # --------------------------------------------------------------------------- model paths
@@ -91,7 +107,9 @@ def test_missing_local_model_folder_is_named_not_looked_up_on_the_hub(ref: str) 
     assert info.value.where == ref and "hub" in info.value.what
 
 
-def test_org_slash_name_is_local_when_the_org_folder_exists(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_org_slash_name_is_local_when_the_org_folder_exists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from care_core.models.loading import check_model_path, looks_local
 
     monkeypatch.chdir(tmp_path)
@@ -131,7 +149,9 @@ def _synthetic_data(tmp_path: Path, n_train: int) -> Path:
     return data
 
 
-def test_sft_with_an_empty_data_folder_fails_before_the_model_load(corrupt_model: str, tmp_path: Path) -> None:
+def test_sft_with_an_empty_data_folder_fails_before_the_model_load(
+    corrupt_model: str, tmp_path: Path
+) -> None:
     from care_core.stages.sft import run_sft
 
     (tmp_path / "empty").mkdir()
@@ -140,7 +160,9 @@ def test_sft_with_an_empty_data_folder_fails_before_the_model_load(corrupt_model
     assert info.value.where == str(tmp_path / "empty") and not (tmp_path / "out").exists()
 
 
-def test_more_prompts_per_round_than_rows_fails_before_the_model_load(corrupt_model: str, tmp_path: Path) -> None:
+def test_more_prompts_per_round_than_rows_fails_before_the_model_load(
+    corrupt_model: str, tmp_path: Path
+) -> None:
     from care_core.stages.rollout import run_rollout
 
     data = _synthetic_data(tmp_path, n_train=3)
@@ -155,10 +177,18 @@ def test_rollout_with_a_missing_model_folder_is_named(tmp_path: Path) -> None:
 
     data = _synthetic_data(tmp_path, n_train=3)
     with pytest.raises(ModelPathError, match="does not exist"):
-        run_rollout(build_recipe({"train": {"prompts_per_round": 2}}), str(tmp_path / "nope"), data, tmp_path / "r.parquet", 0)
+        run_rollout(
+            build_recipe({"train": {"prompts_per_round": 2}}),
+            str(tmp_path / "nope"),
+            data,
+            tmp_path / "r.parquet",
+            0,
+        )
 
 
-def test_update_with_truncated_rollouts_fails_before_the_model_load(corrupt_model: str, tmp_path: Path) -> None:
+def test_update_with_truncated_rollouts_fails_before_the_model_load(
+    corrupt_model: str, tmp_path: Path
+) -> None:
     from care_core.stages.update import run_update
 
     rollouts = tmp_path / "adv.parquet"
@@ -175,7 +205,9 @@ def test_update_with_a_missing_reference_is_named(micro_dir: str, tmp_path: Path
     rollouts = tmp_path / "adv.parquet"
     pq.write_table(pa.table({"x": [1]}), rollouts)
     with pytest.raises(ModelPathError, match="--reference folder does not exist"):
-        run_update(build_recipe({}), micro_dir, rollouts, tmp_path / "out", reference_path=str(tmp_path / "ref"))
+        run_update(
+            build_recipe({}), micro_dir, rollouts, tmp_path / "out", reference_path=str(tmp_path / "ref")
+        )
 
 
 def test_evaluate_with_a_missing_model_folder_is_named(tmp_path: Path) -> None:
@@ -185,13 +217,29 @@ def test_evaluate_with_a_missing_model_folder_is_named(tmp_path: Path) -> None:
         run_evaluate(build_recipe({}), str(tmp_path / "nope"), tmp_path / "eval")
 
 
-def test_care_train_refuses_more_prompts_than_rows_before_sft(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    args = ["train", "-c", str(RECIPE), "--set", "data.synthetic.n_train=4", "--set", "train.prompts_per_round=8",
-            "--set", f"train.output_dir={tmp_path / 'runs'}", "--set", f"tracking.uri=sqlite:///{tmp_path}/m.db"]
+def test_care_train_refuses_more_prompts_than_rows_before_sft(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [
+        "train",
+        "-c",
+        str(RECIPE),
+        "--set",
+        "data.synthetic.n_train=4",
+        "--set",
+        "train.prompts_per_round=8",
+        "--set",
+        f"train.output_dir={tmp_path / 'runs'}",
+        "--set",
+        f"tracking.uri=sqlite:///{tmp_path}/m.db",
+    ]
     assert main(args) == 1
     lines = capsys.readouterr().err.strip().splitlines()
     run_dir = tmp_path / "runs" / "tiny-care"
-    assert lines[-2] == f"error: train.prompts_per_round=8 is more than the 4 rows of the data ({run_dir / 'data' / 'train.parquet'})"
+    assert (
+        lines[-2]
+        == f"error: train.prompts_per_round=8 is more than the 4 rows of the data ({run_dir / 'data' / 'train.parquet'})"
+    )
     assert not (run_dir / "sft").exists() and not (tmp_path / "m.db").exists()
 
 

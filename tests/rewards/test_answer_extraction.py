@@ -107,12 +107,17 @@ def tokenizers_pair():
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
-        tok.train_from_iterator(corpus, trainers.BpeTrainer(
-            vocab_size=400, special_tokens=["<pad>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-        ))
+        tok.train_from_iterator(
+            corpus,
+            trainers.BpeTrainer(
+                vocab_size=400, special_tokens=["<pad>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+            ),
+        )
         fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>")
         if special:
-            fast.add_special_tokens({"additional_special_tokens": ["<think>", "</think>", "<answer>", "</answer>"]})
+            fast.add_special_tokens(
+                {"additional_special_tokens": ["<think>", "</think>", "<answer>", "</answer>"]}
+            )
         out.append(fast)
     return out
 
@@ -122,7 +127,9 @@ def test_token_spans_with_special_tag_tokens(tokenizers_pair) -> None:
     text = "<think>three plus four</think><answer>7</answer>"
     ids = tok.encode(text, add_special_tokens=False)
     think, answer = find_spans_tokens(ids, tok)
-    tags = {name: tok.convert_tokens_to_ids(name) for name in ("<think>", "</think>", "<answer>", "</answer>")}
+    tags = {
+        name: tok.convert_tokens_to_ids(name) for name in ("<think>", "</think>", "<answer>", "</answer>")
+    }
     assert ids[think[0]] == tags["<think>"] and ids[think[1] - 1] == tags["</think>"]
     assert ids[answer[0]] == tags["<answer>"] and ids[answer[1] - 1] == tags["</answer>"]
     assert answer[0] == think[1] and answer[1] == len(ids)
@@ -160,7 +167,16 @@ def test_token_spans_absent(tokenizers_pair) -> None:
 def test_token_spans_match_text_spans_for_tag_ids(before: str, think: str, answer: str, after: str) -> None:
     """With one id per character and tags as single ids, token spans equal the text spans' tag positions."""
     tags = {"<think>": 1001, "</think>": 1002, "<answer>": 1003, "</answer>": 1004}
-    pieces = [before, "<think>", think, "</think>", answer and "<answer>", answer, answer and "</answer>", after]
+    pieces = [
+        before,
+        "<think>",
+        think,
+        "</think>",
+        answer and "<answer>",
+        answer,
+        answer and "</answer>",
+        after,
+    ]
     ids: list[int] = []
     text_for_ids = ""
     for piece in pieces:
@@ -211,7 +227,9 @@ def test_guard_bounds_math_verify_in_a_worker_thread() -> None:
     thread.join(60)
     assert not thread.is_alive()
     assert results["slow"] is False
-    assert results["slow_s"] < 25.0  # 1 s limit + the one-off worker spawn (slow on a loaded box); unguarded > 30 s
+    assert (
+        results["slow_s"] < 25.0
+    )  # 1 s limit + the one-off worker spawn (slow on a loaded box); unguarded > 30 s
     assert results["fast"] is True
 
 

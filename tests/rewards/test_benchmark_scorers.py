@@ -58,7 +58,9 @@ def test_mathvista_hand_computed() -> None:
 
 
 def test_mathvista_precision_decides() -> None:
-    item = next(r for r in load_source_rows("mathvista", path=str(FIXTURES / "mathvista")) if r["id"] == "mathvista/4")
+    item = next(
+        r for r in load_source_rows("mathvista", path=str(FIXTURES / "mathvista")) if r["id"] == "mathvista/4"
+    )
     assert judge_item("mathvista", A("1.666"), item) is True
     assert judge_item("mathvista", A("1.664"), item) is False
     assert judge_item("mathvista", A("5/3"), item) is True  # 1.6667 -> 1.67
@@ -67,7 +69,9 @@ def test_mathvista_precision_decides() -> None:
 def test_mathvista_closest_option_fallback() -> None:
     # edit distances from "12o°": "30°" 3, "45°" 3, "90°" 3, "120°" 1 -> D
     assert _closest_option("12o°", ["30°", "45°", "90°", "120°"]) == "D"
-    item = next(r for r in load_source_rows("mathvista", path=str(FIXTURES / "mathvista")) if r["id"] == "mathvista/1")
+    item = next(
+        r for r in load_source_rows("mathvista", path=str(FIXTURES / "mathvista")) if r["id"] == "mathvista/1"
+    )
     assert judge_item("mathvista", A("12o°"), item) is True
 
 

@@ -29,8 +29,13 @@ def A(text: str) -> str:
     return f"<think>working</think><answer>{text}</answer>"
 
 
-def item(answer: str, answer_type: str = "expression", choices: list[str] | None = None,
-         id_: str = "x/1", **meta: Any) -> dict[str, Any]:
+def item(
+    answer: str,
+    answer_type: str = "expression",
+    choices: list[str] | None = None,
+    id_: str = "x/1",
+    **meta: Any,
+) -> dict[str, Any]:
     return {"id": id_, "answer": answer, "answer_type": answer_type, "choices": choices or [], "meta": meta}
 
 
@@ -39,7 +44,9 @@ def _check(benchmark: str, response: str, it: dict[str, Any], official: Any, str
         letters = list(LETTERS[: len(it["choices"])])
         official = seeded_guess(it["id"], letters) == truth_letter(it["answer"], it["choices"])
     got = (judge_item(benchmark, response, it, "official"), judge_item(benchmark, response, it, "strict"))
-    assert got == (official, strict), f"{benchmark}: {response!r} vs {it['answer']!r}: got (official, strict) = {got}"
+    assert got == (official, strict), (
+        f"{benchmark}: {response!r} vs {it['answer']!r}: got (official, strict) = {got}"
+    )
 
 
 # --------------------------------------------------------------------------- MathVista
@@ -47,14 +54,27 @@ ANGLES = ["30°", "45°", "90°", "120°"]
 
 
 def vista_mc() -> dict[str, Any]:
-    return item("D", "choice", ANGLES, id_="mathvista/1", native_answer_type="text",
-                question_type="multi_choice", answer_text="120°")
+    return item(
+        "D",
+        "choice",
+        ANGLES,
+        id_="mathvista/1",
+        native_answer_type="text",
+        question_type="multi_choice",
+        answer_text="120°",
+    )
 
 
 def vista(answer: str, native: str, precision: int | None = None) -> dict[str, Any]:
     answer_type = {"list": "text"}.get(native, native)
-    return item(answer, answer_type, id_="mathvista/2", native_answer_type=native, precision=precision,
-                question_type="free_form")
+    return item(
+        answer,
+        answer_type,
+        id_="mathvista/2",
+        native_answer_type=native,
+        precision=precision,
+        question_type="free_form",
+    )
 
 
 MATHVISTA = [
@@ -75,8 +95,20 @@ MATHVISTA = [
     ("untagged last number", "Counting them, so the count is 7", vista("7", "integer"), True, True),
     ("boxed inside the tags", A("\\boxed{7}"), vista("7", "integer"), True, True),
     ("scientific notation truncated", A("1.25e1"), vista("12", "integer"), True, False),
-    ("last phrase wins", "The answer is 7. Wait, recount: the answer is 8.", vista("8", "integer"), True, True),
-    ("first phrase loses", "The answer is 7. Wait, recount: the answer is 8.", vista("7", "integer"), False, False),
+    (
+        "last phrase wins",
+        "The answer is 7. Wait, recount: the answer is 8.",
+        vista("8", "integer"),
+        True,
+        True,
+    ),
+    (
+        "first phrase loses",
+        "The answer is 7. Wait, recount: the answer is 8.",
+        vista("7", "integer"),
+        False,
+        False,
+    ),
     ("float rounds to precision", A("4.99"), vista("5.0", "float", 1), True, True),
     ("float from an integer", A("5"), vista("5.0", "float", 1), True, True),
     ("float within half a step", A("5.04"), vista("5.0", "float", 1), True, True),
@@ -95,7 +127,9 @@ MATHVISTA = [
 ]
 
 
-@pytest.mark.parametrize(("label", "response", "it", "official", "strict"), MATHVISTA, ids=[c[0] for c in MATHVISTA])
+@pytest.mark.parametrize(
+    ("label", "response", "it", "official", "strict"), MATHVISTA, ids=[c[0] for c in MATHVISTA]
+)
 def test_mathvista(label: str, response: str, it: dict[str, Any], official: Any, strict: bool) -> None:
     _check("mathvista", response, it, official, strict)
 
@@ -118,10 +152,20 @@ MATHVERSE = [
     ("label and unit gold: value with unit", A("904.78 cm^3"), item(VOLUME), True, True),
     ("label and unit gold: restated", A("Volume = 904.78 cm³"), item(VOLUME), True, True),
     ("label and unit gold: wrong value", A("905"), item(VOLUME), False, False),
-    ("untagged LaTeX answer in math", "So the side length is $\\frac{\\sqrt{30}}{2}$.",
-     item("\\frac{\\sqrt{30}}{2}"), True, True),
-    ("untagged LaTeX answer in prose", "the side length is \\frac{\\sqrt{30}}{2}", item("\\frac{\\sqrt{30}}{2}"),
-     True, True),
+    (
+        "untagged LaTeX answer in math",
+        "So the side length is $\\frac{\\sqrt{30}}{2}$.",
+        item("\\frac{\\sqrt{30}}{2}"),
+        True,
+        True,
+    ),
+    (
+        "untagged LaTeX answer in prose",
+        "the side length is \\frac{\\sqrt{30}}{2}",
+        item("\\frac{\\sqrt{30}}{2}"),
+        True,
+        True,
+    ),
     ("untagged point", "The vertex is (-3,-3).", item("(-3,-3)"), True, True),
     ("point with spaces", A("(-3, -3)"), item("(-3,-3)"), True, True),
     ("wrong point", A("(-3,3)"), item("(-3,-3)"), False, False),
@@ -138,11 +182,19 @@ MATHVERSE = [
     ("wrong polynomial", A("x^2-1"), item("x^2+1"), False, False),
     ("empty response", "", item("12", "integer"), False, False),
     ("last phrase wins", "The answer is 3. Wait... so the answer is 5.", item("5", "integer"), True, True),
-    ("first phrase loses", "The answer is 3. Wait... so the answer is 5.", item("3", "integer"), False, False),
+    (
+        "first phrase loses",
+        "The answer is 3. Wait... so the answer is 5.",
+        item("3", "integer"),
+        False,
+        False,
+    ),
 ]
 
 
-@pytest.mark.parametrize(("label", "response", "it", "official", "strict"), MATHVERSE, ids=[c[0] for c in MATHVERSE])
+@pytest.mark.parametrize(
+    ("label", "response", "it", "official", "strict"), MATHVERSE, ids=[c[0] for c in MATHVERSE]
+)
 def test_mathverse(label: str, response: str, it: dict[str, Any], official: Any, strict: bool) -> None:
     _check("mathverse", response, it, official, strict)
 
@@ -183,8 +235,13 @@ MATHVISION = [
     ("degrees", "\\boxed{30^\\circ}", v("30"), True, True),
     ("negative", "\\boxed{-1}", v("-1"), True, True),
     ("unicode minus: latex2sympy cannot read it", "\\boxed{\u22121}", v("-1"), False, True),
-    ("units in the gold option text: official cannot evaluate", "\\boxed{8 kg}",
-     item("B", "choice", ["$4 \\mathrm{~kg}$", "$8 \\mathrm{~kg}$"], id_="mathvision/3"), False, True),
+    (
+        "units in the gold option text: official cannot evaluate",
+        "\\boxed{8 kg}",
+        item("B", "choice", ["$4 \\mathrm{~kg}$", "$8 \\mathrm{~kg}$"], id_="mathvision/3"),
+        False,
+        True,
+    ),
     ("untagged is-number", "The answer is 5.", v("5"), True, True),
     ("small value tolerance", "\\boxed{2.004}", v("2"), True, False),
     ("scientific notation", A("1.0e1"), v("10"), True, True),
@@ -192,7 +249,9 @@ MATHVISION = [
 ]
 
 
-@pytest.mark.parametrize(("label", "response", "it", "official", "strict"), MATHVISION, ids=[c[0] for c in MATHVISION])
+@pytest.mark.parametrize(
+    ("label", "response", "it", "official", "strict"), MATHVISION, ids=[c[0] for c in MATHVISION]
+)
 def test_mathvision(label: str, response: str, it: dict[str, Any], official: Any, strict: bool) -> None:
     _check("mathvision", response, it, official, strict)
 
@@ -216,8 +275,20 @@ MMMU = [
     ("untagged phrase", "The answer is B.", m_mc("B"), True, True),
     ("letter with a period", A("B."), m_mc("B"), True, True),
     ("letter with a comma: official finds nothing, guesses", A("B, because"), m_mc("B"), GUESS, True),
-    ("option text with punctuation", "The total cost of the order comes to $4,500 in the end", m_mc("B"), True, True),
-    ("option text with periods", "I believe the currency used here is U.S. dollars", m_mc("A", CURRENCY), True, True),
+    (
+        "option text with punctuation",
+        "The total cost of the order comes to $4,500 in the end",
+        m_mc("B"),
+        True,
+        True,
+    ),
+    (
+        "option text with periods",
+        "I believe the currency used here is U.S. dollars",
+        m_mc("A", CURRENCY),
+        True,
+        True,
+    ),
     ("several brackets: the last", A("(A) first, but actually (C)"), m_mc("C"), True, True),
     ("letter and text", A("(B) $4,500"), m_mc("B"), True, True),
     ("short option text: official guesses, strict is wrong", A("$4,500"), m_mc("B"), GUESS, False),
@@ -228,8 +299,13 @@ MMMU = [
     ("wrong letter", A("D"), m_mc("B"), False, False),
     ("fraction gold", A("so the probability is 1/64"), m_open("1/64"), True, True),
     ("fraction gold, untagged", "therefore 24/7", m_open("24/7"), True, True),
-    ("fraction gold as a decimal: strict reads the number", A("the probability is 0.015625"), m_open("1/64"),
-     False, True),
+    (
+        "fraction gold as a decimal: strict reads the number",
+        A("the probability is 0.015625"),
+        m_open("1/64"),
+        False,
+        True,
+    ),
     ("one-letter gold inside a word", A("the answer is cancer"), m_open("C"), False, False),
     ("one-letter gold as a word", A("so the answer is c"), m_open("C"), True, True),
     ("one-letter gold at the end", A("the answer is vitamin c"), m_open("C"), True, True),
@@ -252,7 +328,18 @@ def test_mmmu(label: str, response: str, it: dict[str, Any], official: Any, stri
 
 
 # --------------------------------------------------------------------------- MMMU-Pro
-TEN = ["Cash", "Revenue", "Inventory", "Equity", "Payables", "Receivables", "Capital", "Wages", "Rent", "Interest"]
+TEN = [
+    "Cash",
+    "Revenue",
+    "Inventory",
+    "Equity",
+    "Payables",
+    "Receivables",
+    "Capital",
+    "Wages",
+    "Rent",
+    "Interest",
+]
 
 
 def p(answer: str, id_: str = "mmmu_pro_standard/test_Accounting_1") -> dict[str, Any]:
@@ -279,15 +366,31 @@ MMMU_PRO = [
     ("boxed letter", "so \\boxed{F}", p("F"), True, True),
     ("answer line with period", "Answer: G.", p("G"), True, True),
     ("answer line inside tags", A("Answer: H"), p("H"), True, True),
-    ("option text, long response", "After the entries the account debited is clearly Inventory here", p("C"), True, True),
-    ("option text only, short: official guesses", A("Inventory"), p("C", "mmmu_pro_standard/test_Accounting_2"),
-     GUESS, False),
+    (
+        "option text, long response",
+        "After the entries the account debited is clearly Inventory here",
+        p("C"),
+        True,
+        True,
+    ),
+    (
+        "option text only, short: official guesses",
+        A("Inventory"),
+        p("C", "mmmu_pro_standard/test_Accounting_2"),
+        GUESS,
+        False,
+    ),
     ("nothing parseable", A("no idea"), p("B", "mmmu_pro_standard/test_Accounting_3"), GUESS, False),
     ("letter followed by text", A("B. Revenue"), p("B"), True, True),
     ("letter and option", A("(B) Revenue"), p("B"), True, True),
     ("two letters after the label", "Answer: B or C", p("B"), False, False),
-    ("vision: answer line", "The screenshot asks about rent.\nAnswer: I", p("I", "mmmu_pro_vision/test_Art_1"),
-     True, True),
+    (
+        "vision: answer line",
+        "The screenshot asks about rent.\nAnswer: I",
+        p("I", "mmmu_pro_vision/test_Art_1"),
+        True,
+        True,
+    ),
     ("vision: tagged", A("A"), p("A", "mmmu_pro_vision/test_Art_2"), True, True),
     ("vision: markdown", "Answer: **E**", p("E", "mmmu_pro_vision/test_Art_3"), True, True),
     ("vision: wrong", "Answer: **E**", p("D", "mmmu_pro_vision/test_Art_4"), False, False),
@@ -295,7 +398,9 @@ MMMU_PRO = [
 ]
 
 
-@pytest.mark.parametrize(("label", "response", "it", "official", "strict"), MMMU_PRO, ids=[c[0] for c in MMMU_PRO])
+@pytest.mark.parametrize(
+    ("label", "response", "it", "official", "strict"), MMMU_PRO, ids=[c[0] for c in MMMU_PRO]
+)
 def test_mmmu_pro(label: str, response: str, it: dict[str, Any], official: Any, strict: bool) -> None:
     _check("mmmu_pro_standard", response, it, official, strict)
     _check("mmmu_pro_vision", response, it, official, strict)
@@ -330,8 +435,9 @@ CHARTQA = [  # (label, response, gold, answer_type, accuracy): relaxed accuracy,
 ]
 
 
-@pytest.mark.parametrize(("label", "response", "gold", "answer_type", "accuracy"), CHARTQA,
-                         ids=[c[0] for c in CHARTQA])
+@pytest.mark.parametrize(
+    ("label", "response", "gold", "answer_type", "accuracy"), CHARTQA, ids=[c[0] for c in CHARTQA]
+)
 def test_chartqa_reward(label: str, response: str, gold: str, answer_type: str, accuracy: float) -> None:
     from care_core.rewards import score_response
 

@@ -35,8 +35,9 @@ def test_cause1_mathverse_gold_with_label_and_units_matches_its_value(scoring: s
     ("The lines meet at (-3,-3).", "(-3,-3)"),
 ])  # fmt: skip
 @pytest.mark.parametrize("benchmark", ["mathverse", "mathvision"])
-def test_cause2_untagged_non_numeric_answer_is_not_cut_to_its_last_number(response: str, gold: str,
-                                                                          benchmark: str) -> None:
+def test_cause2_untagged_non_numeric_answer_is_not_cut_to_its_last_number(
+    response: str, gold: str, benchmark: str
+) -> None:
     assert extract_answer(response, "last_number", numeric=False) == gold
     item = {"id": f"{benchmark}/1", "answer": gold, "answer_type": "expression", "choices": []}
     assert judge_item(benchmark, response, item, "strict")
@@ -57,9 +58,16 @@ def test_cause3_chartqa_text_answers_without_tags_score(response: str, gold: str
     ("After the discount the price is $3,000 for all units", ["$1,500", "$3,000", "$4,500"], "B"),
     ("The exchange is always quoted in U.S. dollars per ounce", ["euros", "U.S. dollars", "yen"], "B"),
 ])  # fmt: skip
-def test_cause4_mmmu_option_text_with_punctuation_is_found(response: str, choices: list[str], letter: str) -> None:
+def test_cause4_mmmu_option_text_with_punctuation_is_found(
+    response: str, choices: list[str], letter: str
+) -> None:
     assert mmmu_parse_choice(response, choices) == letter
-    item = {"id": "mmmu/validation_Economics_4", "answer": letter, "answer_type": "choice", "choices": choices}
+    item = {
+        "id": "mmmu/validation_Economics_4",
+        "answer": letter,
+        "answer_type": "choice",
+        "choices": choices,
+    }
     assert judge_item("mmmu", response, item, "strict") and judge_item("mmmu", response, item, "official")
 
 
@@ -81,7 +89,9 @@ def test_cause6_one_letter_open_gold_does_not_match_inside_a_word(scoring: str) 
 
 
 @pytest.mark.parametrize("scoring", MODES)
-@pytest.mark.parametrize("response", ["Reasoning.\nAnswer: **B**", "Reasoning.\n**Answer:** B", "Answer: __B__"])
+@pytest.mark.parametrize(
+    "response", ["Reasoning.\nAnswer: **B**", "Reasoning.\n**Answer:** B", "Answer: __B__"]
+)
 def test_cause7_mmmu_pro_markdown_bold_answer_is_read(scoring: str, response: str) -> None:
     item = {"id": "mmmu_pro_vision/test_Art_7", "answer": "B", "answer_type": "choice",
             "choices": ["p", "q", "r", "s"]}  # fmt: skip

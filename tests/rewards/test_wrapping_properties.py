@@ -15,8 +15,28 @@ from care_core.rewards import judge_item, score_response
 from care_core.rewards.verifiers import LETTERS
 
 MODES = ("official", "strict")
-_RESERVED = {"so", "is", "thus", "therefore", "final", "answer", "result", "could", "be", "the", "and", "or",
-             "no", "not", "wait", "a", "an", "cm", "m", "km"}  # indicator / correction / unit words
+_RESERVED = {
+    "so",
+    "is",
+    "thus",
+    "therefore",
+    "final",
+    "answer",
+    "result",
+    "could",
+    "be",
+    "the",
+    "and",
+    "or",
+    "no",
+    "not",
+    "wait",
+    "a",
+    "an",
+    "cm",
+    "m",
+    "km",
+}  # indicator / correction / unit words
 
 
 def wrappings(x: str) -> list[str]:
@@ -30,12 +50,22 @@ def wrappings(x: str) -> list[str]:
 
 
 def _item(answer: str, answer_type: str, choices: list[str] | None = None, **meta: object) -> dict:
-    return {"id": "prop/1", "answer": answer, "answer_type": answer_type, "choices": choices or [], "meta": meta}
+    return {
+        "id": "prop/1",
+        "answer": answer,
+        "answer_type": answer_type,
+        "choices": choices or [],
+        "meta": meta,
+    }
 
 
-numbers = st.one_of(st.integers(-10**6, 10**6).map(str),
-                    st.decimals(-1000, 1000, places=2, allow_nan=False).map(lambda d: f"{d:.2f}"))
-words = st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=3, max_size=9).filter(lambda w: w not in _RESERVED)
+numbers = st.one_of(
+    st.integers(-(10**6), 10**6).map(str),
+    st.decimals(-1000, 1000, places=2, allow_nan=False).map(lambda d: f"{d:.2f}"),
+)
+words = st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=3, max_size=9).filter(
+    lambda w: w not in _RESERVED
+)
 
 
 @settings(max_examples=40, deadline=None)
@@ -44,11 +74,20 @@ def test_numbers_survive_every_wrapping(value: str) -> None:
     other = str(float(value) * 2 + 7)  # a clearly different number (no tolerance reaches it)
     is_int = "." not in value
     vista_gold = value if is_int else str(round(float(value), 2))  # MathVista stores floats without padding
-    cases = [("mathverse", _item(value, "integer" if is_int else "float")),
-             ("mathvision", _item(value, "expression")),
-             ("mmmu", _item(value, "text")),
-             ("mathvista", _item(vista_gold, "integer" if is_int else "float",
-                                 native_answer_type="integer" if is_int else "float", precision=2))]
+    cases = [
+        ("mathverse", _item(value, "integer" if is_int else "float")),
+        ("mathvision", _item(value, "expression")),
+        ("mmmu", _item(value, "text")),
+        (
+            "mathvista",
+            _item(
+                vista_gold,
+                "integer" if is_int else "float",
+                native_answer_type="integer" if is_int else "float",
+                precision=2,
+            ),
+        ),
+    ]
     for wrapped in wrappings(value):
         for benchmark, it in cases:
             for mode in MODES:
@@ -66,8 +105,14 @@ def test_option_letters_survive_every_wrapping(n_options: int, data: st.DataObje
     choices = [f"option number {i}" for i in range(n_options)]
     index = data.draw(st.integers(0, n_options - 1))
     letter, wrong = LETTERS[index], LETTERS[(index + 1) % n_options]
-    it = _item(letter, "choice", choices, native_answer_type="text", question_type="multi_choice",
-               answer_text=choices[index])
+    it = _item(
+        letter,
+        "choice",
+        choices,
+        native_answer_type="text",
+        question_type="multi_choice",
+        answer_text=choices[index],
+    )
     benchmarks = ["mathvista", "mathverse", "mmmu", "mmmu_pro_standard", "mmmu_pro_vision"]
     if n_options <= 5:
         benchmarks.append("mathvision")  # MATH-V has options A-E

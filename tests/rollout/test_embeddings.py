@@ -18,8 +18,13 @@ def _ids(tokenizer, text):
 def _independent(model, request, response_ids, span):
     ids = torch.tensor([request.prompt_ids + response_ids])
     with torch.no_grad():
-        out = model(input_ids=ids, attention_mask=torch.ones_like(ids), mm_token_type_ids=(ids == model.config.image_token_id).int(),
-                    output_hidden_states=True, **request.mm_inputs)
+        out = model(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            mm_token_type_ids=(ids == model.config.image_token_id).int(),
+            output_hidden_states=True,
+            **request.mm_inputs,
+        )
     p = len(request.prompt_ids)
     hidden = out.hidden_states[-1][0, p + span[0] : p + span[1]]
     return F.normalize(hidden.mean(0), dim=-1)

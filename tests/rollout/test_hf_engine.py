@@ -56,7 +56,10 @@ def test_logprobs_equal_teacher_forced(micro_policy, requests_, temperature):
     model, processor = micro_policy
     engine = HFEngine(model, processor, batch_size=2, show_progress=False)
     groups = engine.generate(
-        requests_, SamplingSettings(n=3, temperature=temperature, max_new_tokens=16, logprob_temperature=temperature, seed=7)
+        requests_,
+        SamplingSettings(
+            n=3, temperature=temperature, max_new_tokens=16, logprob_temperature=temperature, seed=7
+        ),
     )
     # prompts differ in length, so the batch is left-padded: positions must still line up
     assert len({len(r.prompt_ids) for r in requests_}) > 1
@@ -64,7 +67,10 @@ def test_logprobs_equal_teacher_forced(micro_policy, requests_, temperature):
         for sample in group:
             assert len(sample.logprobs) == len(sample.response_ids)
             expected = _teacher_forced(model, request, sample.response_ids, temperature)
-            assert torch.allclose(torch.tensor(sample.logprobs), expected, atol=1e-4), (sample.logprobs, expected)
+            assert torch.allclose(torch.tensor(sample.logprobs), expected, atol=1e-4), (
+                sample.logprobs,
+                expected,
+            )
 
 
 def test_truncation_flag_and_eos(micro_policy, requests_):

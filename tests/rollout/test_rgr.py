@@ -43,7 +43,10 @@ def test_build_repair_prefix(response, expected):
 
 
 def test_prefix_without_cue_is_promptless_control():
-    assert build_repair_prefix("<think>x</think><answer>1</answer>", repair_cue("none")) == "<think>x</think><answer>"
+    assert (
+        build_repair_prefix("<think>x</think><answer>1</answer>", repair_cue("none"))
+        == "<think>x</think><answer>"
+    )
 
 
 def test_cue_templates(micro_policy):
@@ -63,8 +66,13 @@ def test_cue_templates(micro_policy):
 
 def _group(acc, emb):
     acc = torch.tensor(acc, dtype=torch.float64)
-    return GroupView(reward=acc.clone(), accuracy=acc, embeddings=torch.tensor(emb, dtype=torch.float64),
-                     think_len=torch.tensor([3, 1, 5, 4, 2]), answer_len=torch.ones(5, dtype=torch.long))
+    return GroupView(
+        reward=acc.clone(),
+        accuracy=acc,
+        embeddings=torch.tensor(emb, dtype=torch.float64),
+        think_len=torch.tensor([3, 1, 5, 4, 2]),
+        answer_len=torch.ones(5, dtype=torch.long),
+    )
 
 
 def test_repair_target_is_nearest_failure_to_anchor():
@@ -79,6 +87,10 @@ def test_assemble_repair_modes():
     cont = assemble_repair([7, 8, 9], "P", [4, 5], "C", "continuation")
     assert cont.response_ids == [4, 5] and cont.loss_mask == [1, 1] and cont.scored_text == "PC"
     full = assemble_repair([7, 8, 9], "P", [4, 5], "C", "repaired_response")
-    assert full.response_ids == [7, 8, 9, 4, 5] and full.loss_mask == [0, 0, 0, 1, 1] and full.scored_text == "PC"
+    assert (
+        full.response_ids == [7, 8, 9, 4, 5]
+        and full.loss_mask == [0, 0, 0, 1, 1]
+        and full.scored_text == "PC"
+    )
     with pytest.raises(ValueError, match="train_on"):
         assemble_repair([1], "P", [2], "C", "everything")

@@ -14,8 +14,14 @@ from care_core.stages.rollout import _build_group_rows, _embed_rows, _RowBuilder
 
 def _group(processor, example, request, builder, texts, recipe):
     tok = processor.tokenizer
-    samples = [Sample(tok(t, add_special_tokens=False)["input_ids"] + [tok.convert_tokens_to_ids("<|im_end|>")], [], False)
-               for t in texts]
+    samples = [
+        Sample(
+            tok(t, add_special_tokens=False)["input_ids"] + [tok.convert_tokens_to_ids("<|im_end|>")],
+            [],
+            False,
+        )
+        for t in texts
+    ]
     for s in samples:
         s.logprobs = [0.0] * len(s.response_ids)
     rows = _build_group_rows(builder, f"{example['id']}@r1", example, request, samples, "test")
@@ -25,13 +31,19 @@ def _group(processor, example, request, builder, texts, recipe):
 @pytest.mark.parametrize("train_on", ["continuation", "repaired_response"])
 def test_rgr_row_replaces_nearest_negative(micro_policy, examples, train_on, tmp_path):
     model, processor = micro_policy
-    recipe = build_recipe({"algorithm": {"care": {"K": 2, "M": 2, "rgr": {"train_on": train_on, "max_tokens": 8}}}})
+    recipe = build_recipe(
+        {"algorithm": {"care": {"K": 2, "M": 2, "rgr": {"train_on": train_on, "max_tokens": 8}}}}
+    )
     example = examples[0]
     request = encode_requests(processor, [example], recipe.data, with_images=False)[0]
     builder = _RowBuilder(processor, recipe)
     right, wrong = example["answer"], "999"
-    texts = [f"<think>w</think><answer>{wrong}</answer>", f"<think>ok</think><answer>{right}</answer>",
-             f"<think>w w w</think><answer>{wrong}</answer>", f"<think>long ok ok</think><answer>{right}</answer>"]
+    texts = [
+        f"<think>w</think><answer>{wrong}</answer>",
+        f"<think>ok</think><answer>{right}</answer>",
+        f"<think>w w w</think><answer>{wrong}</answer>",
+        f"<think>long ok ok</think><answer>{right}</answer>",
+    ]
     rows = _group(processor, example, request, builder, texts, recipe)
     assert [r["accuracy"] for r in rows] == [0.0, 1.0, 0.0, 1.0]
     _embed_rows(model, rows, [request.mm_inputs] * len(rows), recipe, pad_id=processor.tokenizer.pad_token_id)
@@ -41,13 +53,22 @@ def test_rgr_row_replaces_nearest_negative(micro_policy, examples, train_on, tmp
     nearest = min((0, 2), key=lambda i: float(d[i]))
 
     engine = HFEngine(model, processor, batch_size=4, show_progress=False)
-    new_rows, stats = run_rgr(model, engine, builder, recipe, [(example, request, rows)], seed=5,
-                              pad_id=processor.tokenizer.pad_token_id)
+    new_rows, stats = run_rgr(
+        model,
+        engine,
+        builder,
+        recipe,
+        [(example, request, rows)],
+        seed=5,
+        pad_id=processor.tokenizer.pad_token_id,
+    )
     assert stats["rgr/attempts"] == 1 and len(new_rows) == 1
     rgr = new_rows[0]
     assert rgr["source"] == "rgr" and rgr["replaces"] == nearest and rgr["sample_index"] == 4
     assert rgr["prompt_ids"] == rows[0]["prompt_ids"] and rgr["group_id"] == rows[0]["group_id"]
-    prefix = builder.tokenizer(f"<think>{'w' if nearest == 0 else 'w w w'}", add_special_tokens=False)["input_ids"]
+    prefix = builder.tokenizer(f"<think>{'w' if nearest == 0 else 'w w w'}", add_special_tokens=False)[
+        "input_ids"
+    ]
     n_mask0 = rgr["loss_mask"].count(0)
     if train_on == "continuation":
         assert n_mask0 == 0
@@ -93,4 +114,3 @@ def test_rgr_skips_groups_without_positive_or_failure(micro_policy, examples):
     engine = HFEngine(model, processor, batch_size=4, show_progress=False)
     new_rows, stats = run_rgr(model, engine, builder, recipe, [(example, request, rows)], seed=0, pad_id=0)
     assert new_rows == [] and stats["rgr/attempts"] == 0
-

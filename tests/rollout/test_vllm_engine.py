@@ -23,32 +23,59 @@ def test_collapse_placeholders():
 
 def test_build_prompts_with_images_and_prefix():
     image = object()
-    reqs = [GenerationRequest([1, 5, 5, 5, 6, 7], {"pixel_values": torch.zeros(12, 3)}, [image], prefix_ids=[40, 41]),
-            GenerationRequest([1, 2, 3])]
+    reqs = [
+        GenerationRequest(
+            [1, 5, 5, 5, 6, 7], {"pixel_values": torch.zeros(12, 3)}, [image], prefix_ids=[40, 41]
+        ),
+        GenerationRequest([1, 2, 3]),
+    ]
     prompts = build_vllm_prompts(reqs, placeholder_id=5)
     assert prompts[0] == {"prompt_token_ids": [1, 5, 6, 7, 40, 41], "multi_modal_data": {"image": [image]}}
     assert prompts[1] == {"prompt_token_ids": [1, 2, 3]}
 
 
 def test_sampling_kwargs():
-    kw = sampling_kwargs(SamplingSettings(n=8, temperature=1.0, top_p=0.95, top_k=0, max_new_tokens=64, seed=3), [5, 6])
-    assert kw == {"n": 8, "temperature": 1.0, "top_p": 0.95, "top_k": -1, "max_tokens": 64, "logprobs": 0,
-                  "detokenize": False, "seed": 3, "logit_bias": {5: -100.0, 6: -100.0}}
+    kw = sampling_kwargs(
+        SamplingSettings(n=8, temperature=1.0, top_p=0.95, top_k=0, max_new_tokens=64, seed=3), [5, 6]
+    )
+    assert kw == {
+        "n": 8,
+        "temperature": 1.0,
+        "top_p": 0.95,
+        "top_k": -1,
+        "max_tokens": 64,
+        "logprobs": 0,
+        "detokenize": False,
+        "seed": 3,
+        "logit_bias": {5: -100.0, 6: -100.0},
+    }
     greedy = sampling_kwargs(SamplingSettings(temperature=0.0, top_p=0.5, top_k=4))
     assert greedy["top_p"] == 1.0 and greedy["top_k"] == 4 and "seed" not in greedy
 
 
 def _completion(ids, finish):
-    return SimpleNamespace(token_ids=ids, finish_reason=finish,
-                           logprobs=[{t: SimpleNamespace(logprob=-0.5 * (k + 1))} for k, t in enumerate(ids)])
+    return SimpleNamespace(
+        token_ids=ids,
+        finish_reason=finish,
+        logprobs=[{t: SimpleNamespace(logprob=-0.5 * (k + 1))} for k, t in enumerate(ids)],
+    )
 
 
 def test_parse_outputs():
-    outs = [SimpleNamespace(request_id="0", outputs=[_completion([4, 2], "stop"), _completion([1, 1, 1], "length")])]
+    outs = [
+        SimpleNamespace(
+            request_id="0", outputs=[_completion([4, 2], "stop"), _completion([1, 1, 1], "length")]
+        )
+    ]
     (group,) = parse_outputs(outs, n=2)
     assert group[0].response_ids == [4, 2] and group[0].logprobs == [-0.5, -1.0] and not group[0].truncated
     assert group[1].truncated and group[1].logprobs == [-0.5, -1.0, -1.5]
-    bad = [SimpleNamespace(request_id="7", outputs=[SimpleNamespace(token_ids=[1, 2], finish_reason="stop", logprobs=[{1: -0.1}])])]
+    bad = [
+        SimpleNamespace(
+            request_id="7",
+            outputs=[SimpleNamespace(token_ids=[1, 2], finish_reason="stop", logprobs=[{1: -0.1}])],
+        )
+    ]
     with pytest.raises(ValueError, match="request 7"):
         parse_outputs(bad, n=1)
 
@@ -77,7 +104,11 @@ def test_cpu_env_defaults_fill_only_unset(monkeypatch):
     monkeypatch.setattr(vllm_engine.torch.cuda, "is_available", lambda: False)
     env = {"VLLM_CPU_KVCACHE_SPACE": "4"}
     added = vllm_engine.apply_cpu_env_defaults(env)
-    assert env == {"VLLM_CPU_KVCACHE_SPACE": "4", "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
+    assert env == {
+        "VLLM_CPU_KVCACHE_SPACE": "4",
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+        "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+    }
     assert set(added) == {"VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_CPU_OMP_THREADS_BIND"}
     monkeypatch.setattr(vllm_engine.torch.cuda, "is_available", lambda: True)
     assert vllm_engine.apply_cpu_env_defaults({}) == {}
@@ -113,7 +144,9 @@ def test_vllm_compat_hook_without_torchvision(micro_dir):
     """)
     if c_torchvision():
         pytest.skip("torchvision installed: the hook stays off")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
+    )
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
 
 

@@ -21,8 +21,19 @@ from care_core.stages.advantage import run_advantage
 DIM = 6
 
 
-def row(gid: str, idx: int, acc: float, fmt: float = 1.0, *, emb: list[float] | None = None, think: int = 10,
-        answer: int = 3, lp: float = -1.0, source: str = "rollout", replaces: int = -1) -> dict:
+def row(
+    gid: str,
+    idx: int,
+    acc: float,
+    fmt: float = 1.0,
+    *,
+    emb: list[float] | None = None,
+    think: int = 10,
+    answer: int = 3,
+    lp: float = -1.0,
+    source: str = "rollout",
+    replaces: int = -1,
+) -> dict:
     """One rollout row: response = think tokens + 2 tag tokens + answer tokens."""
     n = think + 2 + answer
     e = emb if emb is not None else [float((idx * 7 + k * 3) % 5) - 2.0 for k in range(DIM)]
@@ -44,7 +55,12 @@ def basis(i: int) -> list[float]:
 def make_rows() -> list[dict]:
     rows = []
     # g-mixed: anchor 1 (think 5), failures 2, 3 (K' = 2 < K = 4), correct 0 -> binary check values 2, -0.5
-    rows += [row("g-mixed", 0, 1, think=20), row("g-mixed", 1, 1, think=5), row("g-mixed", 2, 0), row("g-mixed", 3, 0)]
+    rows += [
+        row("g-mixed", 0, 1, think=20),
+        row("g-mixed", 1, 1, think=5),
+        row("g-mixed", 2, 0),
+        row("g-mixed", 3, 0),
+    ]
     # g-correct: all correct -> 0
     rows += [row("g-correct", i, 1) for i in range(4)]
     # g-wrong: all wrong -> rescue, t = highest sequence log-prob (-0.5 at 2)
@@ -95,7 +111,13 @@ def test_care_stage_values_columns_and_diagnostics(rollouts: Path, tmp_path: Pat
     # g-rgr: S = {0, 4 (for 1), 2, 3} rewards (1, 1, 0, 0): raw +-1, eq sqrt(4/3)
     e = math.sqrt(4 / 3)
     assert [adv("g-rgr", i) for i in range(5)] == pytest.approx([e, 0.0, -0.5 * e, -0.5 * e, e], rel=1e-5)
-    assert [by[("g-rgr", i)]["role"] for i in range(5)] == ["anchor", "none", "negative", "negative", "rgr_positive"]
+    assert [by[("g-rgr", i)]["role"] for i in range(5)] == [
+        "anchor",
+        "none",
+        "negative",
+        "negative",
+        "rgr_positive",
+    ]
 
     json.dumps(diag)  # JSON-serialisable
     assert diag["groups"] == 4 and diag["rows"] == 17 and diag["rgr_rows"] == 1
@@ -123,7 +145,9 @@ def test_grpo_stage_and_rerun_replaces_columns(rollouts: Path, tmp_path: Path) -
     got = pq.read_table(out)
     assert got.column_names.count("advantage") == 1
     by = {(r["group_id"], r["sample_index"]): r for r in got.to_pylist()}
-    assert [by[("g-mixed", i)]["advantage"] for i in range(4)] == pytest.approx([0.8660254, 0.8660254, -0.8660254, -0.8660254], abs=1e-5)
+    assert [by[("g-mixed", i)]["advantage"] for i in range(4)] == pytest.approx(
+        [0.8660254, 0.8660254, -0.8660254, -0.8660254], abs=1e-5
+    )
     assert by[("g-rgr", 4)]["advantage"] == 0.0
     assert {r["role"] for r in by.values()} == {"none"}
     assert diag["algorithm"] == "grpo"
@@ -152,9 +176,18 @@ BAD_INPUTS = {
     "ragged span": (_edit_row("g-mixed", 2, think_span=[0, 4, 5]), r"group_id='g-mixed'.*'think_span'"),
     "span past end": (_edit_row("g-wrong", 1, answer_span=[3, 99]), r"group_id='g-wrong'.*'answer_span'"),
     "nan reward": (_edit_row("g-rgr", 3, reward=float("nan")), r"group_id='g-rgr', sample_index=3.*'reward'"),
-    "embedding size": (_edit_row("g-correct", 1, embedding=[1.0, 0.0]), r"group_id='g-correct'.*'embedding'.*size"),
-    "zero embedding": (_edit_row("g-mixed", 3, embedding=[0.0] * DIM), r"group_id='g-mixed'.*'embedding'.*zero norm"),
-    "duplicate index": (_edit_row("g-mixed", 3, sample_index=2), r"group_id='g-mixed'.*'sample_index'.*duplicated"),
+    "embedding size": (
+        _edit_row("g-correct", 1, embedding=[1.0, 0.0]),
+        r"group_id='g-correct'.*'embedding'.*size",
+    ),
+    "zero embedding": (
+        _edit_row("g-mixed", 3, embedding=[0.0] * DIM),
+        r"group_id='g-mixed'.*'embedding'.*zero norm",
+    ),
+    "duplicate index": (
+        _edit_row("g-mixed", 3, sample_index=2),
+        r"group_id='g-mixed'.*'sample_index'.*duplicated",
+    ),
     "rgr target": (_edit_row("g-rgr", 4, replaces=9), r"group_id='g-rgr'.*'replaces'"),
     "logprob length": (_edit_row("g-mixed", 0, old_logprobs=[-1.0]), r"group_id='g-mixed'.*'old_logprobs'"),
     "bad source": (_edit_row("g-mixed", 0, source="resample"), r"group_id='g-mixed'.*'source'"),

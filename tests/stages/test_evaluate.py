@@ -45,7 +45,11 @@ def synthetic_recipe(n_test: int = 20, limit: int | None = None, batch_size: int
     return build_recipe(
         {
             "data": {"synthetic": {"n_train": 10, "n_test": n_test, "difficulty": [1]}},
-            "eval": {"benchmarks": [{"name": "synthetic", "limit": limit}], "batch_size": batch_size, "max_new_tokens": 16},
+            "eval": {
+                "benchmarks": [{"name": "synthetic", "limit": limit}],
+                "batch_size": batch_size,
+                "max_new_tokens": 16,
+            },
         }
     )
 
@@ -101,7 +105,9 @@ def test_limit_and_data_dir(tmp_path: Path) -> None:
     rows[0]["answer"] = "999"  # a marker: only the data_dir file has it
     write_examples(rows, tmp_path / "data" / "test.parquet")
     generate = Recorder(lambda r: "<think></think><answer>999</answer>")
-    result = run_evaluate(recipe, "injected", tmp_path / "out", data_dir=tmp_path / "data", generate_fn=generate)
+    result = run_evaluate(
+        recipe, "injected", tmp_path / "out", data_dir=tmp_path / "data", generate_fn=generate
+    )
     assert result["benchmarks"]["synthetic"]["n"] == 4
     assert result["benchmarks"]["synthetic"]["correct"] == 1.0
 
@@ -156,7 +162,10 @@ def test_summarize_counts_multi_label_categories() -> None:
     ]
     result = summarize("mathvista", records)
     assert result.accuracy == pytest.approx(2 / 3) and result.format_rate == pytest.approx(2 / 3)
-    assert result.categories["skills"] == {"algebra": {"n": 2, "accuracy": 0.5}, "logic": {"n": 1, "accuracy": 1.0}}
+    assert result.categories["skills"] == {
+        "algebra": {"n": 2, "accuracy": 0.5},
+        "logic": {"n": 1, "accuracy": 1.0},
+    }
 
 
 _KILL_SCRIPT = """
@@ -191,10 +200,18 @@ def test_sigkilled_eval_continues_where_it_stopped(tmp_path: Path) -> None:
     assert not (out / "results.json").exists()
     rest = Recorder(gold_response)
     result = run_evaluate(
-        build_recipe({"data": {"synthetic": {"n_train": 10, "n_test": 12, "difficulty": [1]}},
-                      "eval": {"benchmarks": [{"name": "synthetic"}], "batch_size": 2}}),
-        "injected", out, generate_fn=rest,
+        build_recipe(
+            {
+                "data": {"synthetic": {"n_train": 10, "n_test": 12, "difficulty": [1]}},
+                "eval": {"benchmarks": [{"name": "synthetic"}], "batch_size": 2},
+            }
+        ),
+        "injected",
+        out,
+        generate_fn=rest,
     )
     assert sum(len(c) for c in rest.calls) == 12 - done_before
-    assert result["benchmarks"]["synthetic"]["n"] == 12 and result["benchmarks"]["synthetic"]["accuracy"] == 1.0
+    assert (
+        result["benchmarks"]["synthetic"]["n"] == 12 and result["benchmarks"]["synthetic"]["accuracy"] == 1.0
+    )
     assert len(predictions.read_text().splitlines()) == 12  # nothing decoded twice

@@ -20,7 +20,12 @@ def test_mathvista_agreement(tmp_path: Path) -> None:
     }  # fmt: skip
     path = tmp_path / "output_x.json"
     path.write_text(json.dumps(records))
-    assert main(["mathvista", str(path)]) == {"n": 3, "normalisation": 3, "end_to_end": 3, "strict_end_to_end": 3}
+    assert main(["mathvista", str(path)]) == {
+        "n": 3,
+        "normalisation": 3,
+        "end_to_end": 3,
+        "strict_end_to_end": 3,
+    }
 
 
 def test_mmmu_pro_agreement_leaves_guesses_out(tmp_path: Path) -> None:
@@ -45,19 +50,42 @@ def test_mmmu_agreement(tmp_path: Path) -> None:
          "response": "so the ratio is 1/64"},
     ]  # fmt: skip
     (tmp_path / "Math" / "output.json").write_text(json.dumps(records))
-    (tmp_path / "total_val_output.json").write_text(json.dumps({"validation_Math_1": "B", "validation_Math_2": "1/64"}))
-    assert main(["mmmu", str(tmp_path)]) == {"multiple_choice": 1, "multiple_choice_agree": 1, "guessed": 0,
-                                             "open": 1, "open_agree": 1}
+    (tmp_path / "total_val_output.json").write_text(
+        json.dumps({"validation_Math_1": "B", "validation_Math_2": "1/64"})
+    )
+    assert main(["mmmu", str(tmp_path)]) == {
+        "multiple_choice": 1,
+        "multiple_choice_agree": 1,
+        "guessed": 0,
+        "open": 1,
+        "open_agree": 1,
+    }
 
 
 def test_mathvision_agreement(tmp_path: Path) -> None:
-    gold = [{"id": "1", "answer": "C", "options": ["1", "2", "3", "4", "5"]}, {"id": "2", "answer": "12", "options": []}]
+    gold = [
+        {"id": "1", "answer": "C", "options": ["1", "2", "3", "4", "5"]},
+        {"id": "2", "answer": "12", "options": []},
+    ]
     (tmp_path / "test.jsonl").write_text("".join(json.dumps(g) + "\n" for g in gold))
     outputs = [
         {"id": "1", "response": "The third one.\n\\boxed{C}", "model_answer": "c", "correct": True},
-        {"id": "2", "response": "so it is \\boxed{12.004}", "model_answer": "12.004", "correct": True},  # 2 decimals
-        {"id": "2", "response": "\\boxed{12 \\text{ cm}}", "model_answer": "12{cm}", "correct": True},  # disagrees
+        {
+            "id": "2",
+            "response": "so it is \\boxed{12.004}",
+            "model_answer": "12.004",
+            "correct": True,
+        },  # 2 decimals
+        {
+            "id": "2",
+            "response": "\\boxed{12 \\text{ cm}}",
+            "model_answer": "12{cm}",
+            "correct": True,
+        },  # disagrees
     ]
     (tmp_path / "out.jsonl").write_text("".join(json.dumps(o) + "\n" for o in outputs))
     assert main(["mathvision", str(tmp_path / "test.jsonl"), str(tmp_path / "out.jsonl")]) == {
-        "n": 3, "extraction": 3, "verdict": 2}
+        "n": 3,
+        "extraction": 3,
+        "verdict": 2,
+    }

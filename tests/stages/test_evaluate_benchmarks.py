@@ -66,7 +66,9 @@ def test_gold_is_100_wrong_is_0_on_all_six_and_synthetic(tmp_path: Path) -> None
 def test_macro_average_of_a_known_mix_and_categories_match_batch_scorers(tmp_path: Path) -> None:
     r = recipe()
     right = {"mathvista", "mmmu"}
-    correct_ids = {row["id"] for b in r.eval.benchmarks if b.name in right for row in load_benchmark_rows(b, r)}
+    correct_ids = {
+        row["id"] for b in r.eval.benchmarks if b.name in right for row in load_benchmark_rows(b, r)
+    }
     mathverse_first = load_benchmark_rows(r.eval.benchmarks[1], r)[0]["id"]
     correct_ids.add(mathverse_first)  # 1 of 4 mathverse items
     generate = Recorder(lambda row: gold_response(row) if row["id"] in correct_ids else wrong_response(row))
@@ -77,8 +79,10 @@ def test_macro_average_of_a_known_mix_and_categories_match_batch_scorers(tmp_pat
     for bench in r.eval.benchmarks:
         if bench.name == "synthetic":
             continue
-        items = [{**row, "response": gold_response(row) if row["id"] in correct_ids else wrong_response(row)}
-                 for row in load_benchmark_rows(bench, r)]
+        items = [
+            {**row, "response": gold_response(row) if row["id"] in correct_ids else wrong_response(row)}
+            for row in load_benchmark_rows(bench, r)
+        ]
         independent = score_benchmark(bench.name, items)
         ours = result["benchmarks"][bench.name]
         assert ours["accuracy"] == pytest.approx(independent["accuracy"]), bench.name
@@ -101,7 +105,8 @@ def test_prompt_format_lists_options_once() -> None:
         for row in load_benchmark_rows(bench, r):
             text = benchmark_problem(bench.name, row)
             vision_only = bench.name == "mmmu_pro_vision" or (
-                bench.name == "mathverse" and "Vision Only" in str(row["meta"]))
+                bench.name == "mathverse" and "Vision Only" in str(row["meta"])
+            )
             if row["answer_type"] == "choice" and bench.name != "synthetic":
                 first = row["choices"][0]
                 listed = text.count(f"A. {first}") + text.count(f"(A) {first}") + text.count(f"A:{first}")
@@ -117,4 +122,6 @@ def test_prompt_format_lists_options_once() -> None:
 
 def test_unknown_benchmark_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown benchmark 'mathvistaa'"):
-        run_evaluate(recipe([{"name": "mathvistaa"}]), "injected", tmp_path, generate_fn=Recorder(gold_response))
+        run_evaluate(
+            recipe([{"name": "mathvistaa"}]), "injected", tmp_path, generate_fn=Recorder(gold_response)
+        )

@@ -70,10 +70,18 @@ def test_sigkilled_real_eval_resumes_to_the_uninterrupted_result(tmp_path: Path)
     full = run_evaluate(build_recipe(RECIPE), None, tmp_path / "full")
     out = tmp_path / "killed"
     log = out / "synthetic" / "predictions.jsonl"
-    proc = subprocess.Popen([sys.executable, "-c", _SCRIPT, json.dumps(RECIPE), str(out)], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SCRIPT, json.dumps(RECIPE), str(out)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None and (not log.is_file() or log.read_text().count("\n") < 2):
+    while (
+        time.time() < deadline
+        and proc.poll() is None
+        and (not log.is_file() or log.read_text().count("\n") < 2)
+    ):
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()

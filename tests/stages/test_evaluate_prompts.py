@@ -20,14 +20,20 @@ from care_core.data.sources import load_source_rows
 from care_core.evaluation.prompts import benchmark_problem, benchmark_row
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sources"
-PRO_INSTRUCTION = ("Answer the preceding multiple choice question. The last line of your response should be of "
-                   "the following format: 'Answer: $LETTER' (without quotes) where LETTER is one of options. "
-                   "Think step by step before answering.")
-VISION = ("Write out the multiple-choice question in the image and then solve it. The last line of your response "
-          "should be of the following format: 'Answer: $LETTER' (without quotes) where LETTER is one of options. "
-          "Think step by step before answering.")
-BOXED = ('Please solve the problem step by step and put your answer in one "\\boxed{}". If it is a multiple '
-         'choice question, only one letter is allowed in the "\\boxed{}".')
+PRO_INSTRUCTION = (
+    "Answer the preceding multiple choice question. The last line of your response should be of "
+    "the following format: 'Answer: $LETTER' (without quotes) where LETTER is one of options. "
+    "Think step by step before answering."
+)
+VISION = (
+    "Write out the multiple-choice question in the image and then solve it. The last line of your response "
+    "should be of the following format: 'Answer: $LETTER' (without quotes) where LETTER is one of options. "
+    "Think step by step before answering."
+)
+BOXED = (
+    'Please solve the problem step by step and put your answer in one "\\boxed{}". If it is a multiple '
+    'choice question, only one letter is allowed in the "\\boxed{}".'
+)
 
 EXPECTED = {
     ("mathvista", "mathvista", "mathvista/1"):
@@ -65,8 +71,10 @@ def test_exact_prompt_text(name: str, folder: str, row_id: str) -> None:
     assert benchmark_problem(name, _row(name, folder, row_id)) == EXPECTED[(name, folder, row_id)]
 
 
-@pytest.mark.parametrize(("name", "row_id"), [("mmmu_pro_vision", "mmmu_pro_vision/test_Accounting_1"),
-                                             ("mathverse", "mathverse/2")])
+@pytest.mark.parametrize(
+    ("name", "row_id"),
+    [("mmmu_pro_vision", "mmmu_pro_vision/test_Accounting_1"), ("mathverse", "mathverse/2")],
+)
 def test_vision_settings_send_the_image_and_no_option_text(name: str, row_id: str) -> None:
     """Issue 12 cause 10: MMMU-Pro vision and MathVerse Vision-Only keep the options in the image."""
     row = _row(name, "mmmu_pro" if name.startswith("mmmu") else "mathverse", row_id)

@@ -36,17 +36,25 @@ def mixed_mathvista(tmp_path: Path) -> Path:
     """MathVista in the hub layout: the 5 good fixture rows plus a file holding one bad row."""
     root = tmp_path / "MathVista" / "data"
     root.mkdir(parents=True)
-    shutil.copy(FIXTURES / "mathvista" / "data" / "testmini-00000-of-00001.parquet", root / "testmini-00000-of-00002.parquet")
-    shutil.copy(FIXTURES / "bad_mathvista" / "data" / "testmini-00000-of-00001.parquet",
-                root / "testmini-00001-of-00002.parquet")
+    shutil.copy(
+        FIXTURES / "mathvista" / "data" / "testmini-00000-of-00001.parquet",
+        root / "testmini-00000-of-00002.parquet",
+    )
+    shutil.copy(
+        FIXTURES / "bad_mathvista" / "data" / "testmini-00000-of-00001.parquet",
+        root / "testmini-00001-of-00002.parquet",
+    )
     return root.parent
 
 
 def _recipe(path: Path, bad_rows: str, scoring: str = "official", tracking: str | None = None) -> Any:
     data: dict[str, Any] = {
         "data": {"bad_rows": bad_rows},
-        "eval": {"benchmarks": [{"name": "mathvista", "path": str(path), "split": "testmini"}],
-                 "batch_size": 2, "scoring": scoring},
+        "eval": {
+            "benchmarks": [{"name": "mathvista", "path": str(path), "split": "testmini"}],
+            "batch_size": 2,
+            "scoring": scoring,
+        },
     }
     if tracking:
         data["tracking"] = {"uri": tracking, "experiment": "eval-skips"}
@@ -55,21 +63,30 @@ def _recipe(path: Path, bad_rows: str, scoring: str = "official", tracking: str 
 
 def test_bad_rows_error_names_file_row_and_field(mixed_mathvista: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError) as info:
-        run_evaluate(_recipe(mixed_mathvista, "error"), "injected", tmp_path / "out", generate_fn=Recorder(gold_response))
+        run_evaluate(
+            _recipe(mixed_mathvista, "error"),
+            "injected",
+            tmp_path / "out",
+            generate_fn=Recorder(gold_response),
+        )
     message = str(info.value)
     assert "testmini-00001-of-00002.parquet: row 0" in message and "'answer_type'" in message
 
 
 def test_bad_rows_skip_keeps_going_and_counts_them(mixed_mathvista: Path, tmp_path: Path) -> None:
-    result = run_evaluate(_recipe(mixed_mathvista, "skip"), "injected", tmp_path / "out",
-                          generate_fn=Recorder(gold_response))
+    result = run_evaluate(
+        _recipe(mixed_mathvista, "skip"), "injected", tmp_path / "out", generate_fn=Recorder(gold_response)
+    )
     bench = result["benchmarks"]["mathvista"]
     assert (bench["n"], bench["accuracy"], bench["skipped"]) == (5, 1.0, 1)
     assert "row 0" in bench["skipped_rows"][0] and "answer_type" in bench["skipped_rows"][0]
     assert result["metrics"]["eval/mathvista/skipped_rows"] == 1.0 and result["skipped_rows"] == 1
     on_disk = json.loads((tmp_path / "out" / "results.json").read_text())
     assert on_disk["benchmarks"]["mathvista"]["skipped"] == 1
-    assert "Bad rows skipped (data.bad_rows=skip; not in n): MathVista: 1" in (tmp_path / "out" / "results.md").read_text()
+    assert (
+        "Bad rows skipped (data.bad_rows=skip; not in n): MathVista: 1"
+        in (tmp_path / "out" / "results.md").read_text()
+    )
 
 
 class PromptFailure(Recorder):
@@ -88,7 +105,9 @@ class PromptFailure(Recorder):
 def test_prompt_time_bad_row_is_skipped_and_the_batch_kept(tmp_path: Path) -> None:
     path = FIXTURES / "mathvista"
     with pytest.raises(SchemaError):
-        run_evaluate(_recipe(path, "error"), "injected", tmp_path / "a", generate_fn=PromptFailure("mathvista/2"))
+        run_evaluate(
+            _recipe(path, "error"), "injected", tmp_path / "a", generate_fn=PromptFailure("mathvista/2")
+        )
     generate = PromptFailure("mathvista/2")
     result = run_evaluate(_recipe(path, "skip"), "injected", tmp_path / "b", generate_fn=generate)
     bench = result["benchmarks"]["mathvista"]
@@ -121,7 +140,12 @@ def test_changing_the_scoring_mode_rescores_without_decoding(tmp_path: Path) -> 
     again = Recorder(rule)
     strict = run_evaluate(_recipe(path, "error", "strict"), "injected", tmp_path, generate_fn=again)
     assert official["benchmarks"]["mathvista"]["accuracy"] == 1.0 and official["scoring"] == "official"
-    assert strict["benchmarks"]["mathvista"]["accuracy"] == pytest.approx(4 / 5) and strict["scoring"] == "strict"
+    assert (
+        strict["benchmarks"]["mathvista"]["accuracy"] == pytest.approx(4 / 5)
+        and strict["scoring"] == "strict"
+    )
     assert first.calls and again.calls == []  # no decoding the second time
-    records = [json.loads(line) for line in (tmp_path / "mathvista" / "predictions.jsonl").read_text().splitlines()]
+    records = [
+        json.loads(line) for line in (tmp_path / "mathvista" / "predictions.jsonl").read_text().splitlines()
+    ]
     assert {r["scoring"] for r in records} == {"strict"} and len(records) == 5

@@ -36,7 +36,9 @@ def _digest_tree(root: Path) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("batch", [256, 2], ids=["one-batch", "streamed-in-batches-of-2"])
-def test_mixed_recipe_counts_dedup_and_rejections(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch: int) -> None:
+def test_mixed_recipe_counts_dedup_and_rejections(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch: int
+) -> None:
     monkeypatch.setattr("care_core.stages.ingest._BATCH", batch)
     before = _digest_tree(FIXTURES)
     recipe = build_recipe({"name": "mixed", "data": {"bad_rows": "skip", "sources": _mixed_sources()}})
@@ -58,7 +60,10 @@ def test_mixed_recipe_counts_dedup_and_rejections(tmp_path: Path, monkeypatch: p
     assert all(r["solution"].startswith("<think>") for r in sft)
 
     dups = {(d["id"], d["duplicate_of"], d["reason"]) for d in manifest["duplicates"]}
-    assert dups == {("virl39k/v-004", "geometry3k/train-1", "duplicate"), ("chartqa/test-1", "chartqa/test-0", "duplicate")}
+    assert dups == {
+        ("virl39k/v-004", "geometry3k/train-1", "duplicate"),
+        ("chartqa/test-1", "chartqa/test-0", "duplicate"),
+    }
     rejected = sorted((r["source"], r["id"], r["field"], r["row"]) for r in manifest["rejected"])
     assert rejected == [
         ("geometry3k#4", "geometry3k/train-901", "answer", 0),
@@ -81,8 +86,18 @@ def test_mixed_recipe_counts_dedup_and_rejections(tmp_path: Path, monkeypatch: p
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "fingerprint.json", "manifest.json", "sft.parquet", "test.parquet", "train.parquet"]  # fmt: skip
     on_disk = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert on_disk["counts"] == manifest["counts"] and on_disk["n_rejected"] == 4 and on_disk["n_duplicates"] == 2
-    assert manifest["metrics"] == {"rows_train": 7, "rows_test": 3, "rows_sft": 3, "rejected": 4, "duplicates": 2}
+    assert (
+        on_disk["counts"] == manifest["counts"]
+        and on_disk["n_rejected"] == 4
+        and on_disk["n_duplicates"] == 2
+    )
+    assert manifest["metrics"] == {
+        "rows_train": 7,
+        "rows_test": 3,
+        "rows_sft": 3,
+        "rejected": 4,
+        "duplicates": 2,
+    }
 
 
 def test_error_policy_stops_naming_file_row_and_field(tmp_path: Path) -> None:
@@ -92,7 +107,9 @@ def test_error_policy_stops_naming_file_row_and_field(tmp_path: Path) -> None:
     message = str(info.value)
     assert "bad_geometry3k/data/train-00000-of-00001.parquet: row 0" in message
     assert "id=geometry3k/train-901" in message and "field 'answer'" in message
-    assert not (tmp_path / "out").exists()  # no outputs, no partial files: the folder it created is gone again
+    assert not (
+        tmp_path / "out"
+    ).exists()  # no outputs, no partial files: the folder it created is gone again
 
 
 def test_dedup_off_keeps_duplicates_and_no_sft_file(tmp_path: Path) -> None:
@@ -108,7 +125,10 @@ def test_dedup_off_keeps_duplicates_and_no_sft_file(tmp_path: Path) -> None:
 def test_train_rows_equal_to_test_rows_are_dropped(tmp_path: Path) -> None:
     leaky = tmp_path / "leaky" / "data"
     leaky.mkdir(parents=True)
-    shutil.copy(FIXTURES / "geometry3k" / "data" / "test-00000-of-00001.parquet", leaky / "train-00000-of-00001.parquet")
+    shutil.copy(
+        FIXTURES / "geometry3k" / "data" / "test-00000-of-00001.parquet",
+        leaky / "train-00000-of-00001.parquet",
+    )
     recipe = build_recipe({"data": {"sources": [
         {"name": "geometry3k", "path": str(tmp_path / "leaky"), "split": "train"},
         {"name": "geometry3k", "path": str(FIXTURES / "geometry3k"), "split": "test"}]}})  # fmt: skip
@@ -145,7 +165,9 @@ def test_synthetic_source(tmp_path: Path) -> None:
         "synthetic": {"n_train": 12, "n_test": 6},
         "sources": [{"name": "synthetic", "limit": 10}, {"name": "chartqa", "path": str(FIXTURES / "chartqa")}]}})  # fmt: skip
     manifest = run_ingest(recipe, tmp_path)
-    expected_train = len(synthetic.generate_rows(recipe.data.synthetic, "train", image_size=recipe.model.tiny.image_size)[:10])
+    expected_train = len(
+        synthetic.generate_rows(recipe.data.synthetic, "train", image_size=recipe.model.tiny.image_size)[:10]
+    )
     assert manifest["counts"]["train"] == expected_train + 3
     assert manifest["counts"]["test"] == 6
     rows = read_examples(tmp_path / "train.parquet").to_pylist()

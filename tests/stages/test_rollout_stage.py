@@ -61,15 +61,18 @@ def test_rollout_rows(setup, tmp_path):
         assert r["replaces"] == -1
         assert bool(r["images"]) == (r["sample_index"] == 0)  # the group's images ride on its first row
     assert metrics["reward/mean"] == pytest.approx(sum(r["reward"] for r in rollout_rows) / 9)
-    assert metrics["groups/frac_all_correct"] + metrics["groups/frac_all_wrong"] + metrics["groups/frac_mixed"] == pytest.approx(1)
+    assert metrics["groups/frac_all_correct"] + metrics["groups/frac_all_wrong"] + metrics[
+        "groups/frac_mixed"
+    ] == pytest.approx(1)
     assert metrics["perf/rollout_tokens_per_s"] > 0
     # same round -> identical rows; another round -> other prompts
     run_rollout(recipe, model_dir, data, tmp_path / "again.parquet", round_index=1)
     again = pq.read_table(tmp_path / "again.parquet").to_pylist()
     assert [r["response_ids"] for r in again] == [r["response_ids"] for r in rows]
     run_rollout(recipe, model_dir, data, tmp_path / "r2.parquet", round_index=2)
-    assert {r["group_id"].split("@")[0] for r in pq.read_table(tmp_path / "r2.parquet").to_pylist()} != {g.split("@")[0] for g in groups}
-
+    assert {r["group_id"].split("@")[0] for r in pq.read_table(tmp_path / "r2.parquet").to_pylist()} != {
+        g.split("@")[0] for g in groups
+    }
 
 
 def test_grpo_rollouts_skip_the_embedding_pass(setup, tmp_path, monkeypatch):
@@ -78,7 +81,9 @@ def test_grpo_rollouts_skip_the_embedding_pass(setup, tmp_path, monkeypatch):
     from care_core.stages import rollout as rollout_stage
 
     recipe, model_dir, data, overrides = setup
-    care_rows = pq.read_table(run_rollout_path(recipe, model_dir, data, tmp_path / "care.parquet")).to_pylist()
+    care_rows = pq.read_table(
+        run_rollout_path(recipe, model_dir, data, tmp_path / "care.parquet")
+    ).to_pylist()
     calls = {"n": 0}
     original = rollout_stage._embed_rows
 
@@ -101,6 +106,7 @@ def run_rollout_path(recipe, model_dir, data, path):
     run_rollout(recipe, model_dir, data, path, round_index=5)
     return path
 
+
 def test_rollout_logprobs_match_update_forward(setup, tmp_path):
     """The update stage re-encodes images from the stored bytes: its teacher-forced log-probs must
     equal the rollout's sampling log-probs."""
@@ -112,7 +118,9 @@ def test_rollout_logprobs_match_update_forward(setup, tmp_path):
     table = pq.read_table(tmp_path / "r.parquet")
     import pyarrow as pa
 
-    table = table.append_column("advantage", pa.array([0.0] * table.num_rows)).append_column("role", pa.array(["none"] * table.num_rows))
+    table = table.append_column("advantage", pa.array([0.0] * table.num_rows)).append_column(
+        "role", pa.array(["none"] * table.num_rows)
+    )
     pq.write_table(table, tmp_path / "a.parquet")
     rows, images = read_update_rows(tmp_path / "a.parquet")
     model, processor = load_policy(model_dir)
@@ -141,8 +149,13 @@ def test_dynamic_sampling_keeps_only_mixed_groups(setup, tmp_path, monkeypatch):
         return {"reward": acc, "accuracy": acc, "format": 0.0}
 
     monkeypatch.setattr(rollout_stage._RowBuilder, "score", scripted)
-    ds = build_recipe({**overrides, "train": {**overrides["train"], "prompts_per_round": 4},
-                       "algorithm": {"name": "grpo", "dynamic_sampling": {"enable": True, "max_tries": 4}}})
+    ds = build_recipe(
+        {
+            **overrides,
+            "train": {**overrides["train"], "prompts_per_round": 4},
+            "algorithm": {"name": "grpo", "dynamic_sampling": {"enable": True, "max_tries": 4}},
+        }
+    )
     metrics = run_rollout(ds, model_dir, data, tmp_path / "ds.parquet", round_index=1)
     rows = pq.read_table(tmp_path / "ds.parquet").to_pylist()
     by_group: dict[str, list[float]] = {}
@@ -151,7 +164,9 @@ def test_dynamic_sampling_keeps_only_mixed_groups(setup, tmp_path, monkeypatch):
     assert by_group and all(0 < sum(acc) < len(acc) for acc in by_group.values())  # only mixed groups
     assert not {g.split("@")[0] for g in by_group} & always
     assert len(by_group) == min(4, len(ids) - len(always)) or metrics["dynamic_sampling/tries"] == 4
-    assert metrics["dynamic_sampling/dropped_groups"] == metrics["dynamic_sampling/sampled_groups"] - len(by_group)
+    assert metrics["dynamic_sampling/dropped_groups"] == metrics["dynamic_sampling/sampled_groups"] - len(
+        by_group
+    )
     assert metrics["groups/frac_mixed"] == 1.0
     assert not any(r["source"] == "rgr" for r in rows)  # RGR is CARE-only
 
@@ -165,7 +180,9 @@ def test_dynamic_sampling_without_informative_groups_fails_loudly(setup, tmp_pat
     recipe, model_dir, data, overrides = setup
     monkeypatch.setattr(rollout_stage._RowBuilder, "score", lambda self, text, row, where: {"reward": 1.0, "accuracy": 1.0,
                                                                                           "format": 1.0})  # fmt: skip
-    ds = build_recipe({**overrides, "algorithm": {"name": "grpo", "dynamic_sampling": {"enable": True, "max_tries": 2}}})
+    ds = build_recipe(
+        {**overrides, "algorithm": {"name": "grpo", "dynamic_sampling": {"enable": True, "max_tries": 2}}}
+    )
     with pytest.raises(DynamicSamplingError, match=r"only 0 of 3 groups.*after 2 tries.*max_tries"):
         run_rollout(ds, model_dir, data, tmp_path / "none.parquet", round_index=1)
     assert not (tmp_path / "none.parquet").exists()

@@ -74,8 +74,9 @@ def test_benchmark_rules_and_breakdown(tmp_path: Path) -> None:
     assert aggregate["benchmarks"]["mathvista"]["accuracy"] == 1.0
     assert aggregate["benchmarks"]["mathvista"]["by_category"]["task"]["gps"]["n"] == 1
     assert aggregate["benchmarks"]["mmmu"]["accuracy"] == 0.0
-    assert aggregate["benchmarks"]["mmmu"]["by_category"]["discipline"] == {"Art & Design": {"n": 1, "correct": 0,
-                                                                                             "accuracy": 0.0}}
+    assert aggregate["benchmarks"]["mmmu"]["by_category"]["discipline"] == {
+        "Art & Design": {"n": 1, "correct": 0, "accuracy": 0.0}
+    }
     assert aggregate["macro_average"] == pytest.approx(0.5)
     assert aggregate["accuracy"] == pytest.approx(3 / 4)
 
@@ -98,8 +99,14 @@ def test_benchmark_argument_applies_to_every_line(tmp_path: Path) -> None:
         ('{"response": "x", "answer": "1"}', "line 3: missing field 'answer_type'"),
         ('{"response": "x", "answer": "1", "answer_type": "number"}', "line 3: field 'answer_type'='number'"),
         ('{"response": 5, "answer": "1", "answer_type": "integer"}', "line 3: field 'response'"),
-        ('{"response": "x", "answer": "1", "answer_type": "choice", "choices": "AB"}', "line 3: field 'choices'"),
-        ('{"response": "x", "answer": "1", "answer_type": "float", "precision": "2"}', "line 3: field 'precision'"),
+        (
+            '{"response": "x", "answer": "1", "answer_type": "choice", "choices": "AB"}',
+            "line 3: field 'choices'",
+        ),
+        (
+            '{"response": "x", "answer": "1", "answer_type": "float", "precision": "2"}',
+            "line 3: field 'precision'",
+        ),
     ],
 )
 def test_malformed_line_names_its_number(tmp_path: Path, bad: str, match: str) -> None:

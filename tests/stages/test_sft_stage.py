@@ -33,11 +33,13 @@ def test_sft_lowers_assistant_nll(tmp_path, tmp_path_factory):
     from care_core.stages.sft import run_sft
 
     cache = str(Path(tmp_path_factory.getbasetemp()) / "care_models")
-    recipe = build_recipe({
-        "model": {"path": "tiny://micro", "cache_dir": cache},
-        "data": {"synthetic": {"n_train": 16, "n_test": 2}},
-        "train": {"sft": {"max_steps": 12, "batch_size": 4, "lr": 3e-3, "max_length": 256}},
-    })
+    recipe = build_recipe(
+        {
+            "model": {"path": "tiny://micro", "cache_dir": cache},
+            "data": {"synthetic": {"n_train": 16, "n_test": 2}},
+            "train": {"sft": {"max_steps": 12, "batch_size": 4, "lr": 3e-3, "max_length": 256}},
+        }
+    )
     write_synthetic(recipe.data.synthetic, tmp_path / "data", image_size=recipe.model.tiny.image_size)
     base = resolve_model_path(recipe.model)
     rows = generate_rows(recipe.data.synthetic, "train")[:8]
@@ -54,8 +56,22 @@ def test_sft_lowers_assistant_nll(tmp_path, tmp_path_factory):
 def test_sft_needs_solutions(tmp_path):
     from care_core.stages.sft import sft_rows
 
-    write_examples([{"id": "a", "data_source": "x", "images": [], "problem": "1+1?", "answer": "2", "answer_type": "integer",
-                     "choices": [], "solution": "", "meta": "{}"}], tmp_path / "train.parquet")
+    write_examples(
+        [
+            {
+                "id": "a",
+                "data_source": "x",
+                "images": [],
+                "problem": "1+1?",
+                "answer": "2",
+                "answer_type": "integer",
+                "choices": [],
+                "solution": "",
+                "meta": "{}",
+            }
+        ],
+        tmp_path / "train.parquet",
+    )
     with pytest.raises(SchemaError, match="solution"):
         sft_rows(tmp_path)
 
@@ -68,11 +84,21 @@ def test_sft_warmup_steps_shape_the_learning_rate(tmp_path, tmp_path_factory, wa
 
     cache = str(Path(tmp_path_factory.getbasetemp()) / "care_models")
     lr, steps = 1e-3, 6
-    recipe = build_recipe({
-        "model": {"path": "tiny://micro", "cache_dir": cache},
-        "data": {"synthetic": {"n_train": 8, "n_test": 2}},
-        "train": {"sft": {"max_steps": steps, "batch_size": 2, "lr": lr, "max_length": 256, "warmup_steps": warmup}},
-    })
+    recipe = build_recipe(
+        {
+            "model": {"path": "tiny://micro", "cache_dir": cache},
+            "data": {"synthetic": {"n_train": 8, "n_test": 2}},
+            "train": {
+                "sft": {
+                    "max_steps": steps,
+                    "batch_size": 2,
+                    "lr": lr,
+                    "max_length": 256,
+                    "warmup_steps": warmup,
+                }
+            },
+        }
+    )
     write_synthetic(recipe.data.synthetic, tmp_path / "data", image_size=recipe.model.tiny.image_size)
     metrics = run_sft(recipe, tmp_path / "data", tmp_path / "sft")
     # logging_steps = max(1, steps // 5) = 1: the first log reports the LR the first step used,

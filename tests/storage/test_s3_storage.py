@@ -70,7 +70,9 @@ def test_corrupted_object_is_detected(s3_env, tmp_path):
     storage.upload_file(src, uri)
     # overwrite the bytes but keep the checksum recorded for the original
     good = hashlib.sha256(b"original bytes").hexdigest()
-    s3_env.client().put_object(Bucket=s3_env.bucket, Key="t/corrupt/a.txt", Body=b"tampered", Metadata={CHECKSUM_KEY: good})
+    s3_env.client().put_object(
+        Bucket=s3_env.bucket, Key="t/corrupt/a.txt", Body=b"tampered", Metadata={CHECKSUM_KEY: good}
+    )
     with pytest.raises(StorageError, match="sha256") as info:
         storage.download_file(uri, tmp_path / "a.out", retries=1)
     assert isinstance(info.value.__cause__, ChecksumMismatch)

@@ -14,7 +14,9 @@ from care_core.tracking.compare import CompareError, compare_experiment, compari
 from care_core.tracking.plots import select_curve_metrics
 
 
-def _log_run(uri: str, experiment: str, algo: str, evals: dict[str, float], rewards: list[float], finish: bool = True) -> str:
+def _log_run(
+    uri: str, experiment: str, algo: str, evals: dict[str, float], rewards: list[float], finish: bool = True
+) -> str:
     recipe = build_recipe({"name": f"tiny-{algo}", "algorithm": {"name": algo}})
     tracker = Tracker(uri, experiment)
     tracker.start_run(recipe)
@@ -33,7 +35,14 @@ def _log_run(uri: str, experiment: str, algo: str, evals: dict[str, float], rewa
 
 
 def test_select_curve_metrics():
-    names = ["reward/mean", "accuracy/mean", "actor/kl", "actor/kl_loss", "response_length/mean", "eval/x/accuracy"]
+    names = [
+        "reward/mean",
+        "accuracy/mean",
+        "actor/kl",
+        "actor/kl_loss",
+        "response_length/mean",
+        "eval/x/accuracy",
+    ]
     assert select_curve_metrics(names) == {
         "reward": "reward/mean",
         "accuracy": "accuracy/mean",
@@ -61,7 +70,9 @@ def test_compare_grpo_vs_care(mlflow_server, tmp_path, capsys):
     grpo = _log_run(mlflow_server, exp, "grpo", {"mathvista": 0.50, "synthetic": 0.25}, [0.1, 0.15, 0.2])
     time.sleep(0.05)
     care = _log_run(mlflow_server, exp, "care", {"mathvista": 0.55, "synthetic": 0.375}, [0.1, 0.25, 0.4])
-    _log_run(mlflow_server, exp, "care", {"mathvista": 0.99, "synthetic": 0.99}, [0.9], finish=False)  # still running
+    _log_run(
+        mlflow_server, exp, "care", {"mathvista": 0.99, "synthetic": 0.99}, [0.9], finish=False
+    )  # still running
 
     report = compare_experiment(mlflow_server, exp, tmp_path / "cmp")
     assert report["runs"] == {"grpo": grpo, "care": care}
@@ -84,7 +95,10 @@ def test_compare_grpo_vs_care(mlflow_server, tmp_path, capsys):
     assert rep.data.tags["care.report"] == "compare" and rep.info.status == "FINISHED"
     assert rep.data.metrics["delta/synthetic/accuracy"] == pytest.approx(12.5)
     logged = {f.path for f in client.list_artifacts(rep.info.run_id, "comparison")}
-    assert logged == {f"comparison/{n}" for n in ("comparison.md", "comparison.html", "comparison.json", "learning_curves.png")}
+    assert logged == {
+        f"comparison/{n}"
+        for n in ("comparison.md", "comparison.html", "comparison.json", "learning_curves.png")
+    }
     # the report run itself is never picked as a GRPO/CARE run
     again = compare_experiment(mlflow_server, exp, tmp_path / "cmp2", log_to_mlflow=False, quiet=True)
     assert again["runs"] == report["runs"]

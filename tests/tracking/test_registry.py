@@ -65,7 +65,11 @@ def test_negative_min_improvement_tolerates_a_regression():
 def test_different_benchmarks_or_limits_are_not_comparable():
     other = '{"benchmarks":[{"name":"synthetic","limit":64}]}'
     d = decide_promotion(Candidate(0.9, SPEC), Candidate(0.1, other, "3"), 0.0)
-    assert not d.promote and d.reason.startswith("not comparable: champion v3 was scored on") and other in d.reason
+    assert (
+        not d.promote
+        and d.reason.startswith("not comparable: champion v3 was scored on")
+        and other in d.reason
+    )
 
 
 def test_missing_scores_never_promote():
@@ -76,7 +80,10 @@ def test_missing_scores_never_promote():
 
 
 @given(
-    st.floats(0, 1), st.floats(0, 1), st.floats(-1, 1), st.floats(0, 1),
+    st.floats(0, 1),
+    st.floats(0, 1),
+    st.floats(-1, 1),
+    st.floats(0, 1),
 )
 def test_gate_is_monotone_in_the_new_score(champion, score, min_improvement, bump):
     """A higher score never turns a promotion into a rejection."""
@@ -96,12 +103,16 @@ def test_eval_spec_names_benchmarks_limits_and_decoding():
     b = load_recipe("recipes/tiny-care.yaml", ["eval.benchmarks=[{name: synthetic, limit: 8}]"])
     c = load_recipe("recipes/tiny-care.yaml", ["eval.max_new_tokens=7"])
     assert len({eval_spec(a), eval_spec(b), eval_spec(c)}) == 3
-    assert json.loads(eval_spec(a))["benchmarks"] == [{"name": "synthetic", "split": None, "config_name": None, "limit": 64}]
+    assert json.loads(eval_spec(a))["benchmarks"] == [
+        {"name": "synthetic", "split": None, "config_name": None, "limit": 64}
+    ]
 
 
 # --------------------------------------------------------------------------- fingerprint
 def _ingest(tmp_path: Path, name: str, overrides: list[str]) -> dict:
-    recipe = load_recipe("recipes/tiny-care.yaml", ["data.synthetic.n_train=6", "data.synthetic.n_test=2", *overrides])
+    recipe = load_recipe(
+        "recipes/tiny-care.yaml", ["data.synthetic.n_train=6", "data.synthetic.n_test=2", *overrides]
+    )
     run_ingest(recipe, tmp_path / name)
     return read_fingerprint(tmp_path / name)
 
@@ -146,22 +157,36 @@ def test_versions_aliases_rollback_and_model_sources(mlflow_server, s3_env, tmp_
     s3_uri = upload_dir(_model_folder(tmp_path / "m2", "two"), f"s3://{s3_env.bucket}/registry-unit/model")
     name = "unit-model"
     assert version_by_alias(tracker, name, "champion") is None  # no such registered model yet
-    v1 = register_version(tracker, name, f"runs:/{run.info.run_id}/model", run.info.run_id, {"eval.score": "0.25"})
-    v2 = register_version(tracker, name, s3_uri, run.info.run_id, {"eval.score": "0.5", "parent.version": "1"})
-    assert (v1.version, v2.version) == ("1", "2") if isinstance(v1.version, str) else (v1.version, v2.version) == (1, 2)
+    v1 = register_version(
+        tracker, name, f"runs:/{run.info.run_id}/model", run.info.run_id, {"eval.score": "0.25"}
+    )
+    v2 = register_version(
+        tracker, name, s3_uri, run.info.run_id, {"eval.score": "0.5", "parent.version": "1"}
+    )
+    assert (
+        (v1.version, v2.version) == ("1", "2")
+        if isinstance(v1.version, str)
+        else (v1.version, v2.version) == (1, 2)
+    )
     assert version_by_alias(tracker, name, "champion") is None  # the model exists, the alias does not
     set_alias(tracker, name, "champion", "2")
     assert str(version_by_alias(tracker, name, "champion").version) == "2"
     set_alias(tracker, name, "champion", "1")  # roll back
     state = registry_state(tracker, name)
     assert state["aliases"] == {"champion": "1"}
-    assert [v["version"] for v in state["versions"]] == ["1", "2"] and state["versions"][1]["source"] == s3_uri
+    assert [v["version"] for v in state["versions"]] == ["1", "2"] and state["versions"][1][
+        "source"
+    ] == s3_uri
 
     got1 = download_model(f"runs:/{run.info.run_id}/model", tmp_path / "d1", mlflow_server)
     got2 = download_model(s3_uri, tmp_path / "d2", mlflow_server)
     for got, src in ((got1, local), (got2, tmp_path / "m2")):
         assert (got / "model.safetensors").read_bytes() == (src / "model.safetensors").read_bytes()
-    assert start_model_path(got1) == str(got1) and start_model_path(tmp_path) is None and start_model_path(None) is None
+    assert (
+        start_model_path(got1) == str(got1)
+        and start_model_path(tmp_path) is None
+        and start_model_path(None) is None
+    )
     with pytest.raises(FileNotFoundError, match="no such folder"):
         download_model(str(tmp_path / "nowhere"), tmp_path / "d3", mlflow_server)
 
@@ -175,7 +200,9 @@ def test_plan_skips_only_unchanged_data_and_recipe(mlflow_server, tmp_path):
     run_ingest(recipe, tmp_path / "data")
     fp = read_fingerprint(tmp_path / "data")
     first = run_plan(recipe, tmp_path / "data", tmp_path / "start0", tmp_path / "plan0.md")
-    assert first["action"] == "train" and first["parent_version"] == "" and "no champion yet" in first["reason"]
+    assert (
+        first["action"] == "train" and first["parent_version"] == "" and "no champion yet" in first["reason"]
+    )
     assert start_model_path(tmp_path / "start0") is None  # base model
 
     tracker = Tracker.from_recipe(recipe)
@@ -187,15 +214,23 @@ def test_plan_skips_only_unchanged_data_and_recipe(mlflow_server, tmp_path):
     set_alias(tracker, "plan-unit", "champion", str(version.version))
 
     same = run_plan(recipe, tmp_path / "data", tmp_path / "start1", tmp_path / "plan1.md")
-    assert same["action"] == "skip" and same["reason"].startswith(f"skipped: data fingerprint {fp['digest'][:12]}")
+    assert same["action"] == "skip" and same["reason"].startswith(
+        f"skipped: data fingerprint {fp['digest'][:12]}"
+    )
     assert "**skip**" in (tmp_path / "plan1.md").read_text() and start_model_path(tmp_path / "start1") is None
     off = load_recipe("recipes/tiny-care.yaml", [*_args(recipe), "retrain.skip_if_unchanged=false"])
     warm = run_plan(off, tmp_path / "data", tmp_path / "start2", tmp_path / "plan2.md")
     assert warm["action"] == "train" and warm["parent_version"] == str(version.version)
     assert json.loads((tmp_path / "start2" / "config.json").read_text())["marker"] == "champ"
-    changed = load_recipe("recipes/tiny-care.yaml", [*_args(recipe), "optim.lr=1e-3"])  # same data, other recipe
-    assert run_plan(changed, tmp_path / "data", tmp_path / "start3", tmp_path / "plan3.md")["action"] == "train"
-    no_sft = load_recipe("recipes/tiny-care.yaml", [*_args(recipe), "optim.lr=1e-3", "train.sft.enable=false"])
+    changed = load_recipe(
+        "recipes/tiny-care.yaml", [*_args(recipe), "optim.lr=1e-3"]
+    )  # same data, other recipe
+    assert (
+        run_plan(changed, tmp_path / "data", tmp_path / "start3", tmp_path / "plan3.md")["action"] == "train"
+    )
+    no_sft = load_recipe(
+        "recipes/tiny-care.yaml", [*_args(recipe), "optim.lr=1e-3", "train.sft.enable=false"]
+    )
     with pytest.raises(ValueError, match="needs train.sft.enable=true"):
         run_plan(no_sft, tmp_path / "data", tmp_path / "start4", tmp_path / "plan4.md")
 
@@ -217,16 +252,35 @@ def test_care_compare_reads_champion_and_challenger(mlflow_server, tmp_path, cap
         runs.append(run.info.run_id)
     reason = "score 0.2500 < champion v1 0.5000 + min_improvement 0 = 0.5000"
     register_version(tracker, "cmp", "s3://b/one", runs[0], {"eval.score": "0.5"})
-    with pytest.raises(CompareError, match=r"has no alias \['champion', 'challenger'\]; aliases present: none"):
+    with pytest.raises(
+        CompareError, match=r"has no alias \['champion', 'challenger'\]; aliases present: none"
+    ):
         compare_registered(mlflow_server, "cmp", tmp_path, quiet=True)
     register_version(tracker, "cmp", "s3://b/two", runs[1], {"eval.score": "0.25", "gate.reason": reason})
     set_alias(tracker, "cmp", "champion", "1")
     set_alias(tracker, "cmp", "challenger", "2")
     report = compare_registered(mlflow_server, "cmp", tmp_path / "out", quiet=True)
-    assert report["versions"] == {"champion": "1", "challenger": "2"} and report["runs"]["challenger"] == runs[1]
+    assert (
+        report["versions"] == {"champion": "1", "challenger": "2"} and report["runs"]["challenger"] == runs[1]
+    )
     assert {r[0]: r for r in report["rows"]}["synthetic"][1:] == [0.5, 0.25, "-25.00"]
-    assert report["gate_scores"] == {"champion": "0.5", "challenger": "0.25"} and report["gate_reason"] == reason
-    assert main(["compare", "--registered-model", "cmp", "--tracking-uri", mlflow_server, "--out", str(tmp_path / "cli")]) == 0
+    assert (
+        report["gate_scores"] == {"champion": "0.5", "challenger": "0.25"} and report["gate_reason"] == reason
+    )
+    assert (
+        main(
+            [
+                "compare",
+                "--registered-model",
+                "cmp",
+                "--tracking-uri",
+                mlflow_server,
+                "--out",
+                str(tmp_path / "cli"),
+            ]
+        )
+        == 0
+    )
     assert "challenger v2 vs champion v1" in capsys.readouterr().out
     with pytest.raises(CompareError, match="no such registered model"):
         compare_registered(mlflow_server, "nope", tmp_path, quiet=True)
@@ -248,11 +302,17 @@ def test_register_stage_promotes_over_the_champion(mlflow_server, tmp_path):
     write_fingerprint(tmp_path / "data", {"digest": "d" * 64, "rows": 3, "sources": []})
     results = []
     for i, accuracy in enumerate((0.5, 0.25, 0.75)):
-        run = tracker.client.create_run(tracker.experiment_id, tags={"kfp.run_id": f"kfp-{i}", "parent.version": str(i) if i else ""})
+        run = tracker.client.create_run(
+            tracker.experiment_id, tags={"kfp.run_id": f"kfp-{i}", "parent.version": str(i) if i else ""}
+        )
         (tmp_path / f"eval{i}").mkdir()
-        (tmp_path / f"eval{i}" / "results.json").write_text(json.dumps({"metrics": {"eval/synthetic/accuracy": accuracy}}))
+        (tmp_path / f"eval{i}" / "results.json").write_text(
+            json.dumps({"metrics": {"eval/synthetic/accuracy": accuracy}})
+        )
         model = _model_folder(tmp_path / f"model{i}", f"m{i}")
-        gate = (0.0, -1.0, 2.0)[i]  # first: no champion; second: forced open (0.25 >= 0.5 - 1); third: forced shut
+        gate = (0.0, -1.0, 2.0)[
+            i
+        ]  # first: no champion; second: forced open (0.25 >= 0.5 - 1); third: forced shut
         results.append(run_register(recipe(gate), model, tmp_path / f"eval{i}", tmp_path / "data", tmp_path / f"d{i}.md",
                                     kfp_run_id=f"kfp-{i}"))  # fmt: skip
         assert results[-1]["source"] == f"runs:/{run.info.run_id}/model"
@@ -262,6 +322,14 @@ def test_register_stage_promotes_over_the_champion(mlflow_server, tmp_path):
     state = registry_state(tracker, "gate-unit")
     assert state["aliases"] == {"champion": "2", "challenger": "3"}
     v2 = state["versions"][1]["tags"]
-    assert (v2["gate.decision"], v2["eval.score"], v2["parent.version"], v2["data.fingerprint"]) == ("champion", "0.25", "1", "d" * 64)
+    assert (v2["gate.decision"], v2["eval.score"], v2["parent.version"], v2["data.fingerprint"]) == (
+        "champion",
+        "0.25",
+        "1",
+        "d" * 64,
+    )
     assert v2["eval/synthetic/accuracy"] == "0.25" and v2["recipe.train_hash"] == training_hash(recipe(-1.0))
-    assert "v2 is **champion**" in (tmp_path / "d1.md").read_text() and "| champion before | 1 | 0.5000 |" in (tmp_path / "d1.md").read_text()
+    assert (
+        "v2 is **champion**" in (tmp_path / "d1.md").read_text()
+        and "| champion before | 1 | 0.5000 |" in (tmp_path / "d1.md").read_text()
+    )

@@ -25,7 +25,10 @@ def test_eval_scores_groups_by_benchmark():
 
 
 def test_markdown_table_formats_floats():
-    assert markdown_table(["a", "b"], [["x", 0.5], ["y", float("nan")]]) == "| a | b |\n|---|---|\n| x | 0.5000 |\n| y | n/a |\n"
+    assert (
+        markdown_table(["a", "b"], [["x", 0.5], ["y", float("nan")]])
+        == "| a | b |\n|---|---|\n| x | 0.5000 |\n| y | n/a |\n"
+    )
 
 
 def test_write_table_reports(tmp_path):
@@ -46,7 +49,10 @@ def test_stage_metrics_namespacing():
         "ingest/rows_train": 32.0,
         "ingest/rejected": 0.0,
     }
-    got = stage_metrics("update", {"actor/kl": 0.1, "update/rows": 4, "history": [1], "group_kinds": {"mixed": 2}, "name": "x"})
+    got = stage_metrics(
+        "update",
+        {"actor/kl": 0.1, "update/rows": 4, "history": [1], "group_kinds": {"mixed": 2}, "name": "x"},
+    )
     assert got == {"actor/kl": 0.1, "update/rows": 4.0, "update/group_kinds/mixed": 2.0}
     assert stage_metrics("evaluate", {"metrics": {"eval/synthetic/accuracy": 0.5}, "benchmarks": {}}) == {
         "eval/synthetic/accuracy": 0.5

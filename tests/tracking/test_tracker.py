@@ -18,7 +18,10 @@ def test_flatten_metrics_keeps_only_finite_numbers():
     import numpy as np
 
     got = flatten_metrics(
-        {"rollout": {"reward_mean": 0.25, "n": 3, "ok": True, "nan": float("nan"), "name": "x"}, "kl": np.float32(0.5)},
+        {
+            "rollout": {"reward_mean": 0.25, "n": 3, "ok": True, "nan": float("nan"), "name": "x"},
+            "kl": np.float32(0.5),
+        },
         prefix="r",
     )
     assert got == {"r/rollout/reward_mean": 0.25, "r/rollout/n": 3.0, "r/rollout/ok": 1.0, "r/kl": 0.5}
@@ -42,7 +45,11 @@ def test_run_tags_params_metrics_artifacts(mlflow_server, tmp_path):
     expected = {k: str(v) for k, v in flatten(recipe_to_dict(recipe)).items()}
     assert run.data.params == expected
     history = client.get_metric_history(tracker.run_id, "rollout/reward_mean")
-    assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [(1, 0.1), (2, 0.4), (3, 0.7)]
+    assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [
+        (1, 0.1),
+        (2, 0.4),
+        (3, 0.7),
+    ]
     assert run.info.status == "FINISHED"
     names = {f.path for f in client.list_artifacts(tracker.run_id, "eval")}
     assert names == {"eval/table.md", "eval/results.json"}

@@ -14,7 +14,14 @@ def micro_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     """Local folder of the tiny://micro model (built once per session into a shared cache)."""
     from care_core.models import resolve_model_path
 
-    recipe = build_recipe({"model": {"path": "tiny://micro", "cache_dir": str(Path(tmp_path_factory.getbasetemp()) / "care_models")}})
+    recipe = build_recipe(
+        {
+            "model": {
+                "path": "tiny://micro",
+                "cache_dir": str(Path(tmp_path_factory.getbasetemp()) / "care_models"),
+            }
+        }
+    )
     return resolve_model_path(recipe.model)
 
 

@@ -16,11 +16,20 @@ LR = 1e-4
 
 
 def _recipe(backend: str, stage: int = 2):
-    return build_recipe({
-        "model": {"path": "tiny://micro"}, "optim": {"lr": LR}, "algorithm": {"name": "grpo"},
-        "train": {"mini_batch_size": 2, "micro_batch_size": 1, "prompts_per_round": 2, "rounds": 1,
-                  "distributed": {"backend": backend, "zero_stage": stage, "procs_per_node": 2}},
-    })
+    return build_recipe(
+        {
+            "model": {"path": "tiny://micro"},
+            "optim": {"lr": LR},
+            "algorithm": {"name": "grpo"},
+            "train": {
+                "mini_batch_size": 2,
+                "micro_batch_size": 1,
+                "prompts_per_round": 2,
+                "rounds": 1,
+                "distributed": {"backend": backend, "zero_stage": stage, "procs_per_node": 2},
+            },
+        }
+    )
 
 
 def test_ds_config_and_launch_command():
@@ -46,7 +55,9 @@ def _give_image(rows, indices, micro_policy, examples, recipe):
     for k in indices:
         rows[k]["prompt_ids"] = request.prompt_ids
         with torch.no_grad():
-            lp = response_logprobs(model, pack([SequenceItem(request.prompt_ids, rows[k]["response_ids"], request.mm_inputs)]))
+            lp = response_logprobs(
+                model, pack([SequenceItem(request.prompt_ids, rows[k]["response_ids"], request.mm_inputs)])
+            )
         rows[k]["old_logprobs"] = lp.logprobs[0].tolist()
     rows[indices[0]]["images"] = examples[0]["images"]
 
@@ -54,9 +65,13 @@ def _give_image(rows, indices, micro_policy, examples, recipe):
 @pytest.mark.slow
 def test_zero2_two_ranks_matches_plain(micro_dir, micro_policy, examples, recipe, tmp_path):
     model, processor = micro_policy
-    specs = [("<think>a b</think><answer>1</answer>", 1.0, "anchor"), ("c d", -0.5, "negative"),
-             ("<think>d</think><answer>3</answer>", 0.5, "anchor"), ("e f g", -1.0, "negative"),
-             ("h", 0.25, "anchor")]  # 5 micro-batches: rank 1 runs a zero-weighted filler pass
+    specs = [
+        ("<think>a b</think><answer>1</answer>", 1.0, "anchor"),
+        ("c d", -0.5, "negative"),
+        ("<think>d</think><answer>3</answer>", 0.5, "anchor"),
+        ("e f g", -1.0, "negative"),
+        ("h", 0.25, "anchor"),
+    ]  # 5 micro-batches: rank 1 runs a zero-weighted filler pass
     rows, _, _ = make_rows(processor, model, specs, group=["g0", "g0", "g1", "g1", "g1"])
     _give_image(rows, [0, 1], micro_policy, examples, recipe)
     write_rollouts(rows, tmp_path / "adv.parquet")
@@ -81,7 +96,11 @@ def test_zero2_two_ranks_matches_plain(micro_dir, micro_policy, examples, recipe
 @pytest.mark.slow
 def test_zero3_two_ranks_saves_full_model_and_continues(micro_dir, micro_policy, examples, recipe, tmp_path):
     model, processor = micro_policy
-    specs = [("<think>a</think><answer>1</answer>", 1.0, "anchor"), ("b c", -1.0, "negative"), ("d", 0.5, "anchor")]
+    specs = [
+        ("<think>a</think><answer>1</answer>", 1.0, "anchor"),
+        ("b c", -1.0, "negative"),
+        ("d", 0.5, "anchor"),
+    ]
     rows, _, _ = make_rows(processor, model, specs, group=["g0", "g0", "g1"])
     _give_image(rows, [0, 1], micro_policy, examples, recipe)
     write_rollouts(rows, tmp_path / "adv.parquet")
@@ -92,7 +111,12 @@ def test_zero3_two_ranks_saves_full_model_and_continues(micro_dir, micro_policy,
     assert first["actor/loss_first"] == pytest.approx(plain["actor/loss_first"], abs=1e-6)
     a, _ = load_policy(str(tmp_path / "plain"))
     b, _ = load_policy(str(tmp_path / "z3a"))  # gathered from the partitions into one HF folder
-    diff = max((x - y).abs().max().item() for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    diff = max(
+        (x - y).abs().max().item()
+        for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
     assert diff < 0.05 * LR
-    second = run_update(recipe, str(tmp_path / "z3a"), tmp_path / "adv.parquet", tmp_path / "z3b", state_dir=tmp_path / "z3a")
+    second = run_update(
+        recipe, str(tmp_path / "z3a"), tmp_path / "adv.parquet", tmp_path / "z3b", state_dir=tmp_path / "z3a"
+    )
     assert second["update/global_step"] == 2  # the partitioned optimizer state and schedule were restored

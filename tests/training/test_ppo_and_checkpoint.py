@@ -27,7 +27,12 @@ def _row(group, n=2, mask=None):
 
 
 @settings(max_examples=40, deadline=None)
-@given(sizes=st.lists(st.integers(1, 4), min_size=1, max_size=9), mini=st.integers(1, 5), seed=st.integers(0, 5), step=st.integers(0, 5))
+@given(
+    sizes=st.lists(st.integers(1, 4), min_size=1, max_size=9),
+    mini=st.integers(1, 5),
+    seed=st.integers(0, 5),
+    step=st.integers(0, 5),
+)
 def test_mini_batches_cover_rows_and_keep_groups(sizes, mini, seed, step):
     rows = [_row(f"g{g}") for g, n in enumerate(sizes) for _ in range(n)]
     plan = plan_mini_batches(rows, mini, seed, step)

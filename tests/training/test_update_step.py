@@ -17,7 +17,9 @@ from care_core.stages.update import run_update
 
 def _recipe(**train):
     t = {"mini_batch_size": 4, "micro_batch_size": 4, "prompts_per_round": 4, "rounds": 1, **train}
-    return build_recipe({"model": {"path": "tiny://micro"}, "optim": {"lr": 1e-3}, "algorithm": {"name": "grpo"}, "train": t})
+    return build_recipe(
+        {"model": {"path": "tiny://micro"}, "optim": {"lr": 1e-3}, "algorithm": {"name": "grpo"}, "train": t}
+    )
 
 
 def _seq_logprob(model_dir, prompt, responses):
@@ -30,7 +32,9 @@ def _seq_logprob(model_dir, prompt, responses):
 @pytest.mark.parametrize("advantage", [1.0, -1.0])
 def test_update_moves_logprob_with_advantage_sign(micro_dir, micro_policy, tmp_path, advantage):
     model, processor = micro_policy
-    rows, prompt, responses = make_rows(processor, model, [("<think>two</think><answer>2</answer>", advantage, "anchor")])
+    rows, prompt, responses = make_rows(
+        processor, model, [("<think>two</think><answer>2</answer>", advantage, "anchor")]
+    )
     write_rollouts(rows, tmp_path / "adv.parquet")
     metrics = run_update(_recipe(), micro_dir, tmp_path / "adv.parquet", tmp_path / "out")
     before = _seq_logprob(micro_dir, prompt, responses)
@@ -45,7 +49,9 @@ def test_update_moves_logprob_with_advantage_sign(micro_dir, micro_policy, tmp_p
 
 def test_positive_and_negative_in_one_batch(micro_dir, micro_policy, tmp_path):
     model, processor = micro_policy
-    rows, prompt, responses = make_rows(processor, model, [("two red squares 2", 1.0, "anchor"), ("blue circle 7 7 7", -1.0, "negative")])
+    rows, prompt, responses = make_rows(
+        processor, model, [("two red squares 2", 1.0, "anchor"), ("blue circle 7 7 7", -1.0, "negative")]
+    )
     write_rollouts(rows, tmp_path / "adv.parquet")
     run_update(_recipe(), micro_dir, tmp_path / "adv.parquet", tmp_path / "out")
     delta = _seq_logprob(tmp_path / "out", prompt, responses) - _seq_logprob(micro_dir, prompt, responses)
@@ -54,29 +60,48 @@ def test_positive_and_negative_in_one_batch(micro_dir, micro_policy, tmp_path):
 
 def test_kl_zero_when_policy_is_reference(micro_dir, micro_policy, tmp_path):
     model, processor = micro_policy
-    rows, _, _ = make_rows(processor, model, [("<think>a</think><answer>1</answer>", 1.0, "anchor"), ("x y", -0.5, "negative")])
+    rows, _, _ = make_rows(
+        processor, model, [("<think>a</think><answer>1</answer>", 1.0, "anchor"), ("x y", -0.5, "negative")]
+    )
     write_rollouts(rows, tmp_path / "adv.parquet")
-    m = run_update(_recipe(), micro_dir, tmp_path / "adv.parquet", tmp_path / "same", reference_path=micro_dir)
+    m = run_update(
+        _recipe(), micro_dir, tmp_path / "adv.parquet", tmp_path / "same", reference_path=micro_dir
+    )
     assert m["actor/kl"] == 0.0 and m["actor/kl_loss"] == 0.0
     # a different reference (the updated policy) gives a positive k3 KL
-    m2 = run_update(_recipe(), micro_dir, tmp_path / "adv.parquet", tmp_path / "other", reference_path=str(tmp_path / "same"))
+    m2 = run_update(
+        _recipe(),
+        micro_dir,
+        tmp_path / "adv.parquet",
+        tmp_path / "other",
+        reference_path=str(tmp_path / "same"),
+    )
     assert m2["actor/kl"] > 0.0
 
 
 def test_micro_batching_equals_one_big_batch(micro_dir, micro_policy, tmp_path):
     model, processor = micro_policy
-    specs = [("<think>a b</think><answer>1</answer>", 1.0, "anchor"), ("c", -0.5, "negative"),
-             ("<think>d</think><answer>3 3</answer>", 0.25, "none"), ("e f g h", -1.0, "negative")]
+    specs = [
+        ("<think>a b</think><answer>1</answer>", 1.0, "anchor"),
+        ("c", -0.5, "negative"),
+        ("<think>d</think><answer>3 3</answer>", 0.25, "none"),
+        ("e f g h", -1.0, "negative"),
+    ]
     rows, _, _ = make_rows(processor, model, specs, group=["g0", "g0", "g1", "g1"])
     write_rollouts(rows, tmp_path / "adv.parquet")
     outs = {}
     for micro in (1, 4):
-        outs[micro] = run_update(_recipe(micro_batch_size=micro), micro_dir, tmp_path / "adv.parquet", tmp_path / f"m{micro}")
+        outs[micro] = run_update(
+            _recipe(micro_batch_size=micro), micro_dir, tmp_path / "adv.parquet", tmp_path / f"m{micro}"
+        )
     assert outs[1]["actor/loss"] == pytest.approx(outs[4]["actor/loss"], abs=1e-6)
     assert outs[1]["actor/grad_norm"] == pytest.approx(outs[4]["actor/grad_norm"], rel=1e-5)
     a, _ = load_policy(str(tmp_path / "m1"))
     b, _ = load_policy(str(tmp_path / "m4"))
-    diff = max((x - y).abs().max().item() for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    diff = max(
+        (x - y).abs().max().item()
+        for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
     assert diff < 1e-6
 
 
@@ -86,15 +111,25 @@ def test_optimizer_state_continues_across_rounds(micro_dir, micro_policy, tmp_pa
     write_rollouts(rows, tmp_path / "adv.parquet")
     recipe = _recipe(rounds=4)
     first = run_update(recipe, micro_dir, tmp_path / "adv.parquet", tmp_path / "r1")
-    second = run_update(recipe, str(tmp_path / "r1"), tmp_path / "adv.parquet", tmp_path / "r2", state_dir=tmp_path / "r1")
+    second = run_update(
+        recipe, str(tmp_path / "r1"), tmp_path / "adv.parquet", tmp_path / "r2", state_dir=tmp_path / "r1"
+    )
     fresh = run_update(recipe, str(tmp_path / "r1"), tmp_path / "adv.parquet", tmp_path / "r2b")
-    assert first["update/global_step"] == 1 and second["update/global_step"] == 2 and fresh["update/global_step"] == 1
+    assert (
+        first["update/global_step"] == 1
+        and second["update/global_step"] == 2
+        and fresh["update/global_step"] == 1
+    )
     state = torch.load(Path(tmp_path / "r2" / "trainer_state" / "optim.pt"), weights_only=False)
     assert state["step"] == 2
-    assert {v["step"].item() for v in state["optimizer"]["state"].values()} == {2.0}  # AdamW moments continued
+    assert {v["step"].item() for v in state["optimizer"]["state"].values()} == {
+        2.0
+    }  # AdamW moments continued
     a, _ = load_policy(str(tmp_path / "r2"))
     b, _ = load_policy(str(tmp_path / "r2b"))
-    assert any((x - y).abs().max() > 0 for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    assert any(
+        (x - y).abs().max() > 0 for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
 
 
 def test_missing_advantage_column_is_an_error(micro_dir, micro_policy, tmp_path):
@@ -116,8 +151,12 @@ def test_recompute_old_logprobs(micro_dir, micro_policy, tmp_path):
     rows[0]["old_logprobs"] = [0.0] * len(rows[0]["old_logprobs"])  # wrong: ratio = p << 1 everywhere
     write_rollouts(rows, tmp_path / "adv.parquet")
     stale = run_update(_recipe(), micro_dir, tmp_path / "adv.parquet", tmp_path / "stale")
-    fresh = run_update(_recipe(recompute_old_logprobs=True), micro_dir, tmp_path / "adv.parquet", tmp_path / "fresh")
-    assert fresh["actor/ppo_ratio_mean"] == pytest.approx(1.0, abs=1e-6) and fresh["actor/pg_loss"] == pytest.approx(1.0, abs=1e-6)
+    fresh = run_update(
+        _recipe(recompute_old_logprobs=True), micro_dir, tmp_path / "adv.parquet", tmp_path / "fresh"
+    )
+    assert fresh["actor/ppo_ratio_mean"] == pytest.approx(1.0, abs=1e-6) and fresh[
+        "actor/pg_loss"
+    ] == pytest.approx(1.0, abs=1e-6)
     # negative advantage with ratio < 1 - eps_low: the clipped term is the active one on every token
     assert stale["actor/ppo_ratio_mean"] < 0.1 and stale["actor/pg_clipfrac_low"] == 1.0
     assert fresh["actor/pg_clipfrac_low"] == 0.0
@@ -128,7 +167,9 @@ def _image_rows(micro_policy, examples, recipe):
 
     model, processor = micro_policy
     request = encode_requests(processor, examples[:1], recipe.data, with_images=False)[0]
-    rows, _, _ = make_rows(processor, model, [("<think>a</think><answer>1</answer>", 1.0, "anchor"), ("b c", -1.0, "negative")])
+    rows, _, _ = make_rows(
+        processor, model, [("<think>a</think><answer>1</answer>", 1.0, "anchor"), ("b c", -1.0, "negative")]
+    )
     for k, r in enumerate(rows):
         r["prompt_ids"] = request.prompt_ids
         r["images"] = examples[0]["images"] if k == 0 else []
@@ -139,8 +180,13 @@ def _image_rows(micro_policy, examples, recipe):
 def test_freeze_vision_tower(micro_dir, micro_policy, examples, recipe, tmp_path, freeze):
     rows = _image_rows(micro_policy, examples, recipe)
     write_rollouts(rows, tmp_path / "adv.parquet")
-    r = build_recipe({"model": {"path": "tiny://micro", "freeze_vision": freeze}, "optim": {"lr": 1e-3},
-                      "train": {"mini_batch_size": 4, "micro_batch_size": 4, "prompts_per_round": 4, "rounds": 1}})
+    r = build_recipe(
+        {
+            "model": {"path": "tiny://micro", "freeze_vision": freeze},
+            "optim": {"lr": 1e-3},
+            "train": {"mini_batch_size": 4, "micro_batch_size": 4, "prompts_per_round": 4, "rounds": 1},
+        }
+    )
     run_update(r, micro_dir, tmp_path / "adv.parquet", tmp_path / "out")
     before, _ = load_policy(micro_dir)
     after, _ = load_policy(str(tmp_path / "out"))
@@ -158,8 +204,13 @@ def test_gradient_checkpointing_same_update(micro_dir, micro_policy, examples, r
     write_rollouts(rows, tmp_path / "adv.parquet")
     outs = []
     for gc in (False, True):
-        r = build_recipe({"model": {"path": "tiny://micro", "gradient_checkpointing": gc}, "optim": {"lr": 1e-3},
-                          "train": {"mini_batch_size": 4, "micro_batch_size": 1, "prompts_per_round": 4, "rounds": 1}})
+        r = build_recipe(
+            {
+                "model": {"path": "tiny://micro", "gradient_checkpointing": gc},
+                "optim": {"lr": 1e-3},
+                "train": {"mini_batch_size": 4, "micro_batch_size": 1, "prompts_per_round": 4, "rounds": 1},
+            }
+        )
         outs.append(run_update(r, micro_dir, tmp_path / "adv.parquet", tmp_path / f"gc{gc}"))
     assert outs[0]["actor/loss"] == pytest.approx(outs[1]["actor/loss"], abs=1e-6)
     assert outs[0]["actor/grad_norm"] == pytest.approx(outs[1]["actor/grad_norm"], rel=1e-4)

@@ -37,8 +37,14 @@ def _overrides(cache: str) -> dict:
     return {
         "model": {"path": "tiny://micro", "cache_dir": cache, "dtype": "float32"},
         "data": {"synthetic": {"n_train": 12, "n_test": 6}},
-        "rollout": {"engine": "vllm", "n": G, "temperature": 1.0, "max_new_tokens": 16, "batch_size": 4,
-                    "vllm": {"max_model_len": 512, "enforce_eager": True}},
+        "rollout": {
+            "engine": "vllm",
+            "n": G,
+            "temperature": 1.0,
+            "max_new_tokens": 16,
+            "batch_size": 4,
+            "vllm": {"max_model_len": 512, "enforce_eager": True},
+        },
         "algorithm": {"name": "care", "care": {"K": 2, "M": 2, "rgr": {"max_tokens": 8}}},
         "optim": {"lr": 5e-3},
         "train": {"prompts_per_round": 3, "micro_batch_size": 8, "mini_batch_size": 12, "rounds": 2},
@@ -62,8 +68,16 @@ def env(tmp_path_factory):
     model_dir = resolve_model_path(recipe.model)
     metrics = run_rollout(recipe, model_dir, data, base / "r0.parquet", round_index=0)
     examples = {r["id"]: r for r in read_examples(data / "train.parquet").to_pylist()}
-    return {"recipe": recipe, "overrides": overrides, "model_dir": model_dir, "data": data, "base": base,
-            "metrics": metrics, "rows": read_rollouts(base / "r0.parquet").to_pylist(), "examples": examples}
+    return {
+        "recipe": recipe,
+        "overrides": overrides,
+        "model_dir": model_dir,
+        "data": data,
+        "base": base,
+        "metrics": metrics,
+        "rows": read_rollouts(base / "r0.parquet").to_pylist(),
+        "examples": examples,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +100,9 @@ def _items(env, processor, rows, image_of=None):
         assert req.prompt_ids == list(r["prompt_ids"])
         mm = req.mm_inputs
         if image_of is not None:
-            (other,) = encode_requests(processor, [env["examples"][image_of[r["group_id"]]]], env["recipe"].data, with_images=False)
+            (other,) = encode_requests(
+                processor, [env["examples"][image_of[r["group_id"]]]], env["recipe"].data, with_images=False
+            )
             assert other.mm_inputs["pixel_values"].shape == mm["pixel_values"].shape
             mm = other.mm_inputs
         items.append(SequenceItem(list(r["prompt_ids"]), list(r["response_ids"]), mm))
@@ -105,7 +121,9 @@ def test_rollout_round_through_vllm(env):
     assert len(groups) == 3 and all(len(g) == G for g in groups.values())
     for g in groups.values():
         assert sorted(r["sample_index"] for r in g) == list(range(G))
-        assert g[0]["images"] and g[0]["images"][0]["bytes"]  # the prompt had an image (sent as multi_modal_data)
+        assert (
+            g[0]["images"] and g[0]["images"][0]["bytes"]
+        )  # the prompt had an image (sent as multi_modal_data)
         assert len({tuple(r["response_ids"]) for r in g}) > 1  # G different samples, not one repeated
     image_token = 1036  # tiny VLM's <|image_pad|>
     for r in rows:
@@ -126,9 +144,16 @@ def test_vllm_logprobs_match_hf_teacher_forcing(env, hf_policy, record_property)
     # control: each group's responses scored with the next group's image
     gids = sorted({r["group_id"] for r in rows})
     swap = {g: gids[(i + 1) % len(gids)].split("@")[0] for i, g in enumerate(gids)}
-    control = abs_diffs([r["old_logprobs"] for r in rows], teacher_forced(model, _items(env, processor, rows, swap)))
-    figures = {"tokens": int(diff.numel()), "max_abs": float(diff.max()), "mean_abs": float(diff.mean()),
-               "swapped_image_max_abs": float(control.max()), "swapped_image_mean_abs": float(control.mean())}
+    control = abs_diffs(
+        [r["old_logprobs"] for r in rows], teacher_forced(model, _items(env, processor, rows, swap))
+    )
+    figures = {
+        "tokens": int(diff.numel()),
+        "max_abs": float(diff.max()),
+        "mean_abs": float(diff.mean()),
+        "swapped_image_max_abs": float(control.max()),
+        "swapped_image_mean_abs": float(control.mean()),
+    }
     record_property("logprob_agreement", json.dumps(figures))
     print("vLLM vs HF teacher-forced log-probs:", json.dumps(figures))
     assert figures["max_abs"] < LOGPROB_TOL, figures
@@ -144,11 +169,20 @@ def test_recompute_old_logprobs(env, hf_policy, tmp_path):
     model, processor = hf_policy
     adv = tmp_path / "adv.parquet"
     run_advantage(env["recipe"], env["base"] / "r0.parquet", adv)
-    vllm_lp = {(r["group_id"], tuple(r["response_ids"])): r["old_logprobs"] for r in _rollout_rows(env["rows"])}
-    hf_lp = dict(zip([(r["group_id"], tuple(r["response_ids"])) for r in _rollout_rows(env["rows"])],
-                     teacher_forced(model, _items(env, processor, _rollout_rows(env["rows"]))), strict=True))
+    vllm_lp = {
+        (r["group_id"], tuple(r["response_ids"])): r["old_logprobs"] for r in _rollout_rows(env["rows"])
+    }
+    hf_lp = dict(
+        zip(
+            [(r["group_id"], tuple(r["response_ids"])) for r in _rollout_rows(env["rows"])],
+            teacher_forced(model, _items(env, processor, _rollout_rows(env["rows"]))),
+            strict=True,
+        )
+    )
     for recompute in (False, True):
-        recipe = build_recipe({**env["overrides"], "train": {**env["overrides"]["train"], "recompute_old_logprobs": recompute}})
+        recipe = build_recipe(
+            {**env["overrides"], "train": {**env["overrides"]["train"], "recompute_old_logprobs": recompute}}
+        )
         prepared = load_and_prepare(recipe, env["model_dir"], str(adv), env["model_dir"])
         checked = 0
         for row in prepared.rows:
@@ -181,7 +215,9 @@ def test_rgr_continuations_through_vllm(env, hf_policy):
         gids = sorted({r["group_id"] for r in rows})
         examples = [env["examples"][g.split("@")[0]] for g in gids]
         requests = encode_requests(processor, examples, recipe.data, with_images=True)
-        prefix = processor.tokenizer("<think>two red squares</think> wait, recount:", add_special_tokens=False)["input_ids"]
+        prefix = processor.tokenizer(
+            "<think>two red squares</think> wait, recount:", add_special_tokens=False
+        )["input_ids"]
         reqs = [GenerationRequest(q.prompt_ids, q.mm_inputs, q.images, list(prefix)) for q in requests]
         (cont,), *_ = engine.generate(reqs[:1], SamplingSettings(n=1, max_new_tokens=8, seed=3))
         item = SequenceItem(list(reqs[0].prompt_ids) + list(prefix), cont.response_ids, reqs[0].mm_inputs)
@@ -198,7 +234,9 @@ def test_rgr_continuations_through_vllm(env, hf_policy):
             g.sort(key=lambda r: r["sample_index"])
             g[0].update(accuracy=1.0, reward=1.0)
             groups.append((ex, req, g))
-        rgr_rows, stats = run_rgr(model, engine, _RowBuilder(processor, recipe), recipe, groups, seed=5, pad_id=0)
+        rgr_rows, stats = run_rgr(
+            model, engine, _RowBuilder(processor, recipe), recipe, groups, seed=5, pad_id=0
+        )
         assert stats["rgr/attempts"] == 3 and len(rgr_rows) == 3
         for r in rgr_rows:
             assert r["source"] == "rgr" and r["replaces"] >= 1
@@ -282,8 +320,22 @@ def test_care_evaluate_with_vllm(env, hf_policy, tmp_path):
     recipe_file = tmp_path / "recipe.yaml"
     recipe_file.write_text(yaml.safe_dump(env["overrides"]))
     out = tmp_path / "eval"
-    assert main(["evaluate", "-c", str(recipe_file), "--model", env["model_dir"], "--data", str(env["data"]),
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "-c",
+                str(recipe_file),
+                "--model",
+                env["model_dir"],
+                "--data",
+                str(env["data"]),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     results = json.loads((out / "results.json").read_text())
     assert results["benchmarks"]["synthetic"]["n"] == 6
     preds = [json.loads(line) for line in (out / "synthetic" / "predictions.jsonl").read_text().splitlines()]
@@ -294,7 +346,9 @@ def test_care_evaluate_with_vllm(env, hf_policy, tmp_path):
 
     tests = {r["id"]: r for r in read_examples(env["data"] / "test.parquet").to_pylist()}
     tok = processor.tokenizer
-    suppress = tok.convert_tokens_to_ids(["<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>"])
+    suppress = tok.convert_tokens_to_ids(
+        ["<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>"]
+    )
     for p in preds:
         (req,) = encode_rows(processor, [tests[p["id"]]], env["recipe"].data)
         from care_core.data.prompting import encode_prompts

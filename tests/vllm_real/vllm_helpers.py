@@ -23,15 +23,22 @@ def require_vllm() -> None:
         pytest.skip("CARE_SKIP_VLLM_TESTS=1: vLLM tests opted out", allow_module_level=True)
     if importlib.util.find_spec("vllm") is None:
         if os.environ.get("CARE_REQUIRE_VLLM") == "1":
-            pytest.fail("CARE_REQUIRE_VLLM=1 but vllm is not importable: `make venv-vllm`, then .venv-vllm/bin/python",
-                        pytrace=False)
-        pytest.skip("the vLLM tests run in .venv-vllm (`make test-vllm`, part of `make test`)", allow_module_level=True)
+            pytest.fail(
+                "CARE_REQUIRE_VLLM=1 but vllm is not importable: `make venv-vllm`, then .venv-vllm/bin/python",
+                pytrace=False,
+            )
+        pytest.skip(
+            "the vLLM tests run in .venv-vllm (`make test-vllm`, part of `make test`)",
+            allow_module_level=True,
+        )
     from care_core.rollout.vllm_engine import apply_cpu_env_defaults
 
     apply_cpu_env_defaults()
 
 
-def teacher_forced(model: Any, items: Sequence[Any], temperature: float = 1.0, pad_id: int = 0) -> list[list[float]]:
+def teacher_forced(
+    model: Any, items: Sequence[Any], temperature: float = 1.0, pad_id: int = 0
+) -> list[list[float]]:
     """HF per-token log-probs of each item's response (``care_core.models.forward``), one row at a time."""
     from care_core.models.forward import pack, response_logprobs
 
@@ -47,11 +54,15 @@ def teacher_forced(model: Any, items: Sequence[Any], temperature: float = 1.0, p
 def abs_diffs(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> torch.Tensor:
     """All per-token |a - b| of two ragged log-prob lists (same shapes), flattened."""
     assert [len(x) for x in a] == [len(y) for y in b]
-    return torch.tensor([abs(x - y) for xs, ys in zip(a, b, strict=True) for x, y in zip(xs, ys, strict=True)],
-                        dtype=torch.float64)
+    return torch.tensor(
+        [abs(x - y) for xs, ys in zip(a, b, strict=True) for x, y in zip(xs, ys, strict=True)],
+        dtype=torch.float64,
+    )
 
 
-def greedy_agrees(model: Any, item: Any, pad_id: int = 0, tie: float = 1e-3, suppress: Sequence[int] = ()) -> tuple[bool, int]:
+def greedy_agrees(
+    model: Any, item: Any, pad_id: int = 0, tie: float = 1e-3, suppress: Sequence[int] = ()
+) -> tuple[bool, int]:
     """Whether every token of ``item.response_ids`` is HF's argmax under teacher forcing (tokens in
     ``suppress`` excluded, as both engines exclude them), except at near-ties (top-2 log-prob gap <
     ``tie``). Returns (agrees, number of near-ties seen)."""

@@ -62,9 +62,19 @@ def load_source_rows(
     """Valid example rows of a source/benchmark from local files (``path``) or the hub.
 
     With ``bad_rows="skip"`` the descriptions of the rows left out are appended to ``skipped``."""
-    spec = LoadSpec(hub_id=hub_id, path=path, split=split, config_name=config_name, limit=limit, image_root=image_root)
+    spec = LoadSpec(
+        hub_id=hub_id, path=path, split=split, config_name=config_name, limit=limit, image_root=image_root
+    )
     return get_source(name).load(spec, bad_rows=bad_rows, skipped=skipped)
 
 
-__all__ = ["BENCHMARK_SOURCES", "SOURCES", "LoadSpec", "RowResult", "Source", "describe_error", "get_source",
-           "load_source_rows"]
+__all__ = [
+    "BENCHMARK_SOURCES",
+    "SOURCES",
+    "LoadSpec",
+    "RowResult",
+    "Source",
+    "describe_error",
+    "get_source",
+    "load_source_rows",
+]

@@ -170,7 +170,9 @@ def _undecode_images(dataset: Any) -> Any:
     for name, feature in dataset.features.items():
         if isinstance(feature, datasets.Image):
             dataset = dataset.cast_column(name, datasets.Image(decode=False))
-        elif isinstance(feature, datasets.List | datasets.Sequence) and isinstance(feature.feature, datasets.Image):
+        elif isinstance(feature, datasets.List | datasets.Sequence) and isinstance(
+            feature.feature, datasets.Image
+        ):
             dataset = dataset.cast_column(name, datasets.List(datasets.Image(decode=False)))
     return dataset
 
@@ -211,11 +213,18 @@ def parse_inline_choices(text: str) -> list[str]:
 _WORD_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}(?![A-Za-z{])")
 
 
-def infer_answer_type(answer: str, problem: str = "", choices: list[str] | None = None) -> tuple[str, list[str]]:
+def infer_answer_type(
+    answer: str, problem: str = "", choices: list[str] | None = None
+) -> tuple[str, list[str]]:
     """``(answer_type, choices)`` for a free-standing answer: letter with options → choice, number → integer/float."""
     answer = answer.strip()
     options = list(choices or []) or parse_inline_choices(problem)
-    if len(answer) == 1 and answer.upper() in LETTERS and options and LETTERS.index(answer.upper()) < len(options):
+    if (
+        len(answer) == 1
+        and answer.upper() in LETTERS
+        and options
+        and LETTERS.index(answer.upper()) < len(options)
+    ):
         return "choice", options
     if len(_WORD_RE.findall(answer)) >= 3:  # a sentence ("There are 3 circles in the image.") is text
         return "text", []
@@ -306,7 +315,9 @@ class Source:
         if answer is None or not str(answer).strip():
             raise BadRow("answer", "empty answer")
         if row.get("answer_type") not in ANSWER_TYPES:
-            raise BadRow("answer_type", f"unknown answer type {row.get('answer_type')!r} (known: {ANSWER_TYPES})")
+            raise BadRow(
+                "answer_type", f"unknown answer type {row.get('answer_type')!r} (known: {ANSWER_TYPES})"
+            )
         choices = [str(c) for c in as_list(row.get("choices"))]
         if row["answer_type"] == "choice" and not choices:
             raise BadRow("choices", "a choice item without options")
@@ -356,13 +367,16 @@ class Source:
                 yield RowResult(ctx, error=exc, native_id=native_id)
                 continue
             except (KeyError, TypeError, ValueError) as exc:
-                yield RowResult(ctx, error=BadRow(_field_of(exc), f"{type(exc).__name__}: {exc}"), native_id=native_id)
+                yield RowResult(
+                    ctx, error=BadRow(_field_of(exc), f"{type(exc).__name__}: {exc}"), native_id=native_id
+                )
                 continue
             kept += 1
             yield RowResult(ctx, row=row, image_hashes=hashes, native_id=row["id"])
 
-    def load(self, spec: LoadSpec | None = None, bad_rows: str = "error",
-             skipped: list[str] | None = None) -> list[dict[str, Any]]:
+    def load(
+        self, spec: LoadSpec | None = None, bad_rows: str = "error", skipped: list[str] | None = None
+    ) -> list[dict[str, Any]]:
         """Valid example rows; ``bad_rows="error"`` raises on the first bad row (naming file, row, field);
         ``"skip"`` leaves bad rows out, appending their descriptions to ``skipped`` when given."""
         rows = []

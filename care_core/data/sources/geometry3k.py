@@ -30,6 +30,9 @@ class Geometry3K(Source):
             "answer": answer,
             "answer_type": answer_type,
             "choices": [],
-            "meta": {"split": ctx.split, "options": list(record.get("choices") or []),
-                     "ground_truth": record.get("ground_truth")},
+            "meta": {
+                "split": ctx.split,
+                "options": list(record.get("choices") or []),
+                "ground_truth": record.get("ground_truth"),
+            },
         }

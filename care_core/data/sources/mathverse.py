@@ -30,8 +30,9 @@ class MathVerse(Source):
 
     def convert(self, record: dict[str, Any], ctx: RowContext) -> dict[str, Any]:
         question = str(record.get("question") or "")
-        problem = next((str(record[k]) for k in ("query_cot", "query_wo") if str(record.get(k) or "").strip()),
-                       question)
+        problem = next(
+            (str(record[k]) for k in ("query_cot", "query_wo") if str(record.get(k) or "").strip()), question
+        )
         answer = str(record.get("answer") or "").strip()
         if record.get("question_type") == "multi-choice":
             choices = parse_inline_choices(question) or parse_inline_choices(

@@ -32,7 +32,9 @@ class MathVista(Source):
         native_type = record.get("answer_type") or "text"
         if question_type == "multi_choice":
             if answer not in choices:
-                raise BadRow("answer", f"multiple-choice answer {answer!r} is not among the choices {choices}")
+                raise BadRow(
+                    "answer", f"multiple-choice answer {answer!r} is not among the choices {choices}"
+                )
             row_answer, answer_type = LETTERS[choices.index(answer)], "choice"
         else:
             if native_type not in _TYPES:
@@ -50,7 +52,10 @@ class MathVista(Source):
             "precision": record.get("precision"),
             "unit": record.get("unit"),
             "answer_text": answer,
-            **{k: metadata.get(k) for k in ("task", "skills", "category", "source", "context", "grade", "language")},
+            **{
+                k: metadata.get(k)
+                for k in ("task", "skills", "category", "source", "context", "grade", "language")
+            },
         }
         return {
             "id": row_id(self.name, record.get("pid"), ctx),

@@ -61,7 +61,11 @@ def mmmu_row(source: Source, record: dict[str, Any], ctx: RowContext, subject: s
         options = []
     meta = {
         "subject": subject,
-        **{k: record.get(k) for k in ("subfield", "img_type", "topic_difficulty", "question_type") if k in record},
+        **{
+            k: record.get(k)
+            for k in ("subfield", "img_type", "topic_difficulty", "question_type")
+            if k in record
+        },
     }
     return {
         "id": row_id(source.name, record.get("id"), ctx),

@@ -27,7 +27,16 @@ def _turns(record: dict[str, Any]) -> list[tuple[str, str]]:
     for turn in turns:
         role = turn.get("from", turn.get("role"))
         text = turn.get("value", turn.get("content"))
-        out.append(("user" if role in ("human", "user") else "assistant" if role in ("gpt", "assistant") else role, text))
+        out.append(
+            (
+                "user"
+                if role in ("human", "user")
+                else "assistant"
+                if role in ("gpt", "assistant")
+                else role,
+                text,
+            )
+        )
     return out
 
 
