@@ -144,7 +144,7 @@ def prepare_rows(
             strict=True,
         ):
             row.old_logprobs = lp
-    if cfg.kl_enable:
+    if cfg.kl is not None:
         from care_core.models import load_policy
 
         ref, _ = load_policy(

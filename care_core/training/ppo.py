@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from care_core.algorithms.losses import aggregate_loss, kl_penalty, ppo_clip_loss
 from care_core.algorithms.region import region_token_advantages
 from care_core.algorithms.registry import algorithm_spec
-from care_core.config import RegionConfig, policy_temperature
+from care_core.config import KLConfig, RegionConfig, policy_temperature
 from care_core.errors import CareError
 from care_core.models.forward import SequenceItem, pack, response_logprobs
 
@@ -66,9 +66,7 @@ class PPOSettings:
     eps_high: float = 0.3
     dual_clip: float | None = 3.0
     agg: str = "token-mean"
-    kl_enable: bool = True
-    kl_type: str = "k3"
-    kl_beta: float = 0.01
+    kl: KLConfig | None = field(default_factory=KLConfig)  # the recipe's ``loss.kl``; None: no KL term
     temperature: float = 1.0
     region: RegionConfig | None = field(default_factory=RegionConfig)  # None: broadcast A (GRPO)
     mini_batch_size: int = 8
@@ -88,9 +86,7 @@ def settings_from_recipe(recipe: Any, pad_id: int = 0) -> PPOSettings:
         eps_high=recipe.loss.eps_high,
         dual_clip=recipe.loss.dual_clip,
         agg=recipe.loss.agg,
-        kl_enable=recipe.loss.kl.enable and recipe.loss.kl.beta > 0,
-        kl_type=recipe.loss.kl.type,
-        kl_beta=recipe.loss.kl.beta,
+        kl=recipe.loss.kl if recipe.loss.kl.enable and recipe.loss.kl.beta > 0 else None,
         temperature=policy_temperature(recipe),
         region=algorithm_spec(recipe.algorithm).region,
         mini_batch_size=recipe.train.mini_batch_size,
@@ -300,11 +296,11 @@ def micro_loss(
         "approx_kl_old": m["approx_kl_old"] * n_tok,
         "entropy": float((entropy * mask).sum()),
     }
-    if cfg.kl_enable:
+    if cfg.kl is not None:
         ref = _pad_to([r.ref_logprobs or [] for r in rows], width).to(device)
-        kl = kl_penalty(logp, ref, cfg.kl_type)
+        kl = kl_penalty(logp, ref, cfg.kl.type)
         kl_loss = aggregate_loss(kl, mask, cfg.agg, denom=denom)
-        loss = loss + cfg.kl_beta * kl_loss
+        loss = loss + cfg.kl.beta * kl_loss
         sums["kl_loss"] = float(kl_loss.detach())
         sums["kl"] = float((kl.detach() * mask).sum())
     sums["loss"] = float(loss.detach())
@@ -412,8 +408,8 @@ def train_on_rows(
                 "actor/ppo_ratio_mean": t["ratio"] / n_tok,
                 "actor/ppo_kl": t["approx_kl_old"] / n_tok,
                 "actor/entropy": t["entropy"] / n_tok,
-                "actor/kl": t["kl"] / n_tok if cfg.kl_enable else 0.0,
-                "actor/kl_loss": t["kl_loss"] if cfg.kl_enable else 0.0,
+                "actor/kl": t["kl"] / n_tok if cfg.kl is not None else 0.0,
+                "actor/kl_loss": t["kl_loss"] if cfg.kl is not None else 0.0,
                 "actor/grad_norm": grad_norm,
                 "actor/lr": backend.lr(),
                 "actor/tokens": t["tokens"],

@@ -57,7 +57,9 @@ def test_region_weights_only_for_care():
     grpo = settings_from_recipe(build_recipe({"algorithm": {"name": "grpo"}}))
     assert care.region is not None and grpo.region is None
     off = settings_from_recipe(build_recipe({"loss": {"kl": {"beta": 0.0}}}))
-    assert not off.kl_enable
+    assert off.kl is None
+    on = settings_from_recipe(build_recipe({"loss": {"kl": {"beta": 0.02, "type": "k2"}}}))
+    assert on.kl is not None and (on.kl.beta, on.kl.type) == (0.02, "k2")
 
 
 def test_optim_state_roundtrip_and_schedule(tmp_path):
