@@ -256,6 +256,20 @@ def mmmu_choice(response: str, choices: list[str], item_id: Any) -> str:
     if not found and len(text.split()) > 5:
         found = [c for c, option in zip(letters, choices, strict=False) if option.lower() in text.lower()]
         by_text = bool(found)
+    return _last_mentioned(found, text, letters, choices, item_id, bracketed=bracketed, by_text=by_text)
+
+
+def _last_mentioned(
+    found: list[str],
+    text: str,
+    letters: list[str],
+    choices: list[str],
+    item_id: Any,
+    *,
+    bracketed: bool,
+    by_text: bool,
+) -> str:
+    """MMMU's tie rule: no candidate is a seeded guess, one is the answer, several: the last mentioned."""
     if not found:
         return seeded_guess(item_id, letters)
     if len(found) == 1:
@@ -350,14 +364,4 @@ def mmmu_pro_choice(response: str, choices: list[str], item_id: Any) -> str:
     if not found and len(text.split()) > 5:
         found = [c for c, option in zip(letters, choices, strict=False) if option.lower() in text.lower()]
         by_text = bool(found)
-    if not found:
-        return seeded_guess(item_id, letters)
-    if len(found) == 1:
-        return found[0]
-    if by_text:
-        positions = [text.lower().rfind(choices[letters.index(c)].lower()) for c in found]
-    elif bracketed:
-        positions = [text.rfind(f"({c})") for c in found]
-    else:
-        positions = [text.rfind(f" {c} ") for c in found]
-    return found[positions.index(max(positions))]
+    return _last_mentioned(found, text, letters, choices, item_id, bracketed=bracketed, by_text=by_text)
