@@ -102,7 +102,7 @@ def build_model(out_dir: Path) -> dict[str, Any]:
     from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    from care_core.models.tiny_vlm import TinySpec, build_processor
+    from care_core.models.tiny_vlm import TinySpec, build_processor, special_token_ids
 
     raw = {k: v for k, v in json.loads(CONFIG.read_text()).items() if not k.startswith("_")}
     processor = build_processor(TinySpec(preset="tiny"))
@@ -116,17 +116,7 @@ def build_model(out_dir: Path) -> dict[str, Any]:
         max_pixels=16 * 16 * factor * factor,
     )
     tok = processor.tokenizer
-    ids = {
-        t: tok.convert_tokens_to_ids(t)
-        for t in (
-            "<|endoftext|>",
-            "<|im_end|>",
-            "<|image_pad|>",
-            "<|video_pad|>",
-            "<|vision_start|>",
-            "<|vision_end|>",
-        )
-    }
+    ids = special_token_ids(tok)
     raw["text_config"].update(
         bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"]
     )

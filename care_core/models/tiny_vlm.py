@@ -114,20 +114,23 @@ def build_processor(spec: TinySpec) -> ImageOnlyQwen2_5_VLProcessor:
     )
 
 
+def special_token_ids(tokenizer: Any) -> dict[str, int]:
+    """Ids of the Qwen-VL special tokens a model config names (bos/eos/pad, image, video, vision span)."""
+    names = (
+        "<|endoftext|>",
+        "<|im_end|>",
+        "<|image_pad|>",
+        "<|video_pad|>",
+        "<|vision_start|>",
+        "<|vision_end|>",
+    )
+    return {name: tokenizer.convert_tokens_to_ids(name) for name in names}
+
+
 def build_config(spec: TinySpec, processor: ImageOnlyQwen2_5_VLProcessor) -> Qwen2_5_VLConfig:
     arch = PRESETS[spec.preset]
     tok = processor.tokenizer
-    ids = {
-        t: tok.convert_tokens_to_ids(t)
-        for t in (
-            "<|endoftext|>",
-            "<|im_end|>",
-            "<|image_pad|>",
-            "<|video_pad|>",
-            "<|vision_start|>",
-            "<|vision_end|>",
-        )
-    }
+    ids = special_token_ids(tok)
     vocab = ((len(tok) + 63) // 64) * 64  # pad the embedding to a multiple of 64
     window = arch.patch_size * arch.merge_size * 2  # 2x2 merged tokens per attention window
     return Qwen2_5_VLConfig(
