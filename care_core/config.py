@@ -153,7 +153,11 @@ class VLLMConfig:
 @dataclass
 class RolloutConfig:
     engine: Literal["hf", "vllm"] = "hf"
-    """Generation engine: ``hf`` (transformers ``generate``, CPU or GPU) or ``vllm`` (the ``gpu`` extra)."""
+    """Generation engine: ``hf`` (the policy module itself, CPU or GPU) or ``vllm`` (the ``gpu`` extra)."""
+    hf_decode: Literal["prefix", "generate"] = "prefix"
+    """``hf`` engine decoder: ``prefix`` encodes each prompt once and decodes its ``n`` samples from
+    copies of its key/value cache, keeping hidden states for CARE's embeddings (Qwen-VL models; others
+    fall back to ``generate``); ``generate``: transformers ``generate`` on ``n`` copies of each prompt."""
     n: int = 8
     """G: responses sampled per prompt (the group)."""
     temperature: float = 1.0
@@ -406,6 +410,13 @@ class TrainConfig:
     path."""
     eval_every: int = 0
     """Rounds between evaluations in ``care train`` (0: only at the end)."""
+    save_every: int = 1
+    """``care train``: rounds between committed checkpoints (policy, optimizer, RNG). The last round
+    and evaluated rounds are always committed; a resumed run repeats the rounds after the last commit."""
+    shared_prefix: bool = True
+    """Teacher-forced passes (old / reference log-probs, the update) run each prompt once and its
+    responses on copies of its cache (Qwen-VL models without gradient checkpointing, single process);
+    off, or elsewhere: every (prompt + response) sequence runs whole."""
     sft: SFTConfig = field(default_factory=SFTConfig)
     """Cold-start SFT."""
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
@@ -679,6 +690,7 @@ def _range_checks(recipe: Recipe) -> list[tuple[str, bool, str]]:
         ("train.micro_batch_size", t.micro_batch_size >= 1, "must be >= 1"),
         ("train.ppo_epochs", t.ppo_epochs >= 1, "must be >= 1"),
         ("train.eval_every", t.eval_every >= 0, "must be >= 0 (0: only at the end)"),
+        ("train.save_every", t.save_every >= 1, "must be >= 1"),
         (
             "train.sft.epochs",
             t.sft.epochs > 0 or t.sft.max_steps > 0,

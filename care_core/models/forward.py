@@ -103,11 +103,13 @@ def with_mm_token_types(model: torch.nn.Module, inputs: dict[str, torch.Tensor])
 @dataclass
 class ForwardOutput:
     """``logprobs`` / ``entropy`` [B, R] over response tokens (0 where masked);
-    ``hidden`` [B, T, H] last-layer hidden states when requested."""
+    ``hidden`` [B, T, H] last-layer hidden states when requested; ``response_hidden`` [B, R, H]:
+    the hidden states at the response tokens' own positions (the think-span embedding input)."""
 
     logprobs: torch.Tensor
     entropy: torch.Tensor
     hidden: torch.Tensor | None
+    response_hidden: torch.Tensor | None = None
 
 
 def response_logprobs(
@@ -135,7 +137,11 @@ def response_logprobs(
     else:
         entropy = torch.zeros_like(logprobs)
     hidden = out.hidden_states[-1] if return_hidden else None
-    return ForwardOutput(logprobs, entropy, hidden)
+    response_hidden = None
+    if hidden is not None:
+        index = batch.response_index.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
+        response_hidden = hidden.gather(1, index)
+    return ForwardOutput(logprobs, entropy, hidden, response_hidden)
 
 
 def span_mean_embeddings(
@@ -157,4 +163,24 @@ def span_mean_embeddings(
             positions = batch.response_index[row, start:end]
         vec = hidden[row, positions].float().mean(dim=0)
         rows.append(F.normalize(vec, dim=-1))
+    return torch.stack(rows)
+
+
+def think_embeddings(
+    response_hidden: torch.Tensor | Sequence[torch.Tensor],
+    lengths: Sequence[int],
+    spans: Sequence[Sequence[int]],
+) -> torch.Tensor:
+    """L2-normalised mean of ``response_hidden`` ([B, R, H], or one [R_i, H] tensor per row) over each row's think span ``[start, end)``
+    (response-token indices, clipped to the row's ``lengths``); rows without a span, or with an
+    empty one, use the whole response. Returns [B, H] float32 (docs/method.md §3)."""
+    rows = []
+    for row, (span, n_resp) in enumerate(zip(spans, lengths, strict=True)):
+        start, end = int(span[0]), int(span[1])
+        if start < 0 or end <= start:
+            start, end = 0, int(n_resp)
+        end = min(end, int(n_resp))
+        if end <= start:
+            start, end = 0, max(1, int(n_resp))
+        rows.append(F.normalize(response_hidden[row][start:end].float().mean(dim=0), dim=-1))
     return torch.stack(rows)

@@ -141,6 +141,8 @@ def load_policy(
     """Return ``(model, processor)`` for ``tiny://<preset>``, a local HF folder or a hub id.
 
     ``dtype``: ``float32`` | ``bfloat16`` | ``float16``. The model comes back in eval mode.
+    ``sdpa`` is served by ``care_sdpa`` (``care_core.models.attention``: the same attention, with
+    no copies of grouped key/value heads on CPU).
     """
     if dtype not in DTYPES:
         raise ValueError(f"model.dtype={dtype!r} is not one of {sorted(DTYPES)}")
@@ -148,6 +150,10 @@ def load_policy(
     processor = load_processor(path)
     from care_core.errors import file_fault
 
+    if attn_implementation == "sdpa":
+        from care_core.models.attention import register
+
+        attn_implementation = register()
     with file_fault(path, "cannot load the model weights"):
         model = AutoModelForImageTextToText.from_pretrained(
             path, dtype=DTYPES[dtype], attn_implementation=attn_implementation

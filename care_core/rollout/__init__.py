@@ -9,11 +9,25 @@ from care_core.rollout.hf_engine import HFEngine
 
 
 def make_engine(
-    name: str, model: Any, processor: Any, model_path: str, rollout_cfg: Any, dtype: str, seed: int = 0
+    name: str,
+    model: Any,
+    processor: Any,
+    model_path: str,
+    rollout_cfg: Any,
+    dtype: str,
+    seed: int = 0,
+    with_hidden: bool = False,
 ) -> RolloutEngine:
-    """Engine for ``rollout.engine``: ``hf`` decodes with ``model``; ``vllm`` loads ``model_path``."""
+    """Engine for ``rollout.engine``: ``hf`` decodes with ``model``; ``vllm`` loads ``model_path``.
+    ``with_hidden``: the ``hf`` engine keeps response hidden states (for CARE's embeddings)."""
     if name == "hf":
-        return HFEngine(model, processor, batch_size=rollout_cfg.batch_size)
+        return HFEngine(
+            model,
+            processor,
+            batch_size=rollout_cfg.batch_size,
+            decode=rollout_cfg.hf_decode,
+            with_hidden=with_hidden,
+        )
     if name == "vllm":
         from care_core.rollout.vllm_engine import VLLMEngine
 

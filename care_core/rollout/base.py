@@ -47,11 +47,14 @@ class SamplingSettings:
 class Sample:
     """One generated response: ``response_ids`` without padding (EOS kept if emitted),
     ``logprobs`` [len(response_ids)] under the policy at ``logprob_temperature``,
-    ``truncated`` when decoding stopped at ``max_new_tokens`` without EOS."""
+    ``truncated`` when decoding stopped at ``max_new_tokens`` without EOS; ``hidden``
+    [len(response_ids), H]: each response token's last-layer hidden state, when the engine kept
+    them (the ``hf`` engine's prompt-sharing loop; CARE's embeddings then need no extra forward)."""
 
     response_ids: list[int]
     logprobs: list[float]
     truncated: bool
+    hidden: torch.Tensor | None = None
 
 
 class RolloutEngine(Protocol):

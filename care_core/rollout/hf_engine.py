@@ -1,8 +1,16 @@
-"""Rollout engine on transformers ``generate``: batched, images through the processor's tensors.
+"""Rollout engine on the policy module itself: batched, images through the processor's tensors.
 
-Each request is repeated ``n`` times inside the batch (so vision tensors line up one-to-one
-with the rows), prompts are left-padded, and the per-step raw logits that ``generate`` returns
-give each sampled token's log-prob under the policy (at ``logprob_temperature``).
+Two decoders (``rollout.hf_decode``):
+
+- ``prefix`` (default, Qwen-VL models): ``care_core.rollout.prefix_decode`` encodes each prompt
+  once and decodes its ``n`` samples from copies of its cache; it can keep every response token's
+  hidden state for CARE's embeddings (``with_hidden``).
+- ``generate``: transformers ``generate`` with each request repeated ``n`` times inside the batch
+  (vision tensors line up one-to-one with the rows), prompts left-padded; the per-step raw logits
+  it returns give each sampled token's log-prob. Used for models the prefix loop does not support.
+
+Both report log-probs under the raw logits at ``logprob_temperature`` (the policy's training
+temperature) and never emit vision placeholder tokens.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from care_core.models.forward import vision_token_ids, with_mm_token_types
+from care_core.models.shared_prefix import left_pad, supports_shared_prefix
 from care_core.rollout.base import GenerationRequest, Sample, SamplingSettings
 
 logger = logging.getLogger(__name__)
@@ -28,18 +37,6 @@ def _eos_ids(model: torch.nn.Module, tokenizer) -> list[int]:
         eos = tokenizer.eos_token_id
     ids = list(eos) if isinstance(eos, list | tuple) else [eos]
     return [int(i) for i in ids if i is not None]
-
-
-def left_pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad token lists -> (input_ids [B, T], attention_mask [B, T])."""
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        if seq:
-            ids[row, width - len(seq) :] = torch.tensor(list(seq), dtype=torch.long)
-            mask[row, width - len(seq) :] = 1
-    return ids, mask
 
 
 def cut_at_eos(tokens: Sequence[int], eos_ids: Sequence[int], max_new_tokens: int) -> tuple[list[int], bool]:
@@ -54,11 +51,25 @@ def cut_at_eos(tokens: Sequence[int], eos_ids: Sequence[int], max_new_tokens: in
 
 
 class HFEngine:
-    """Decode with the policy module itself (``sync_weights`` is a no-op)."""
+    """Decode with the policy module itself (``sync_weights`` only rebinds the module)."""
 
-    def __init__(self, model: torch.nn.Module, processor, batch_size: int = 8, show_progress: bool = True):
-        """``batch_size``: prompts decoded together (x ``n`` sequences)."""
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        processor,
+        batch_size: int = 8,
+        show_progress: bool = True,
+        decode: str = "prefix",
+        with_hidden: bool = False,
+    ):
+        """``batch_size``: prompts decoded together (x ``n`` sequences); ``decode``: ``prefix`` or
+        ``generate`` (``prefix`` falls back to ``generate`` for unsupported models);
+        ``with_hidden``: keep each response token's hidden state (``prefix`` only)."""
+        if decode not in ("prefix", "generate"):
+            raise ValueError(f"rollout.hf_decode={decode!r} is not one of ['prefix', 'generate']")
         self.model = model
+        self.decode = decode
+        self.with_hidden = with_hidden
         self.processor = processor
         self.tokenizer = getattr(processor, "tokenizer", processor)
         self.batch_size = max(1, int(batch_size))
@@ -85,7 +96,26 @@ class HFEngine:
             results.extend(self._generate_chunk(chunk, settings))
         return results
 
+    @property
+    def uses_prefix_loop(self) -> bool:
+        return self.decode == "prefix" and supports_shared_prefix(self.model)
+
     def _generate_chunk(
+        self, chunk: list[GenerationRequest], settings: SamplingSettings
+    ) -> list[list[Sample]]:
+        if self.uses_prefix_loop:
+            from care_core.rollout.prefix_decode import sample_from_prompts
+
+            start = time.perf_counter()
+            groups = sample_from_prompts(
+                self.model, chunk, settings, self.pad_id, self.eos_ids, self.suppress_ids, self.with_hidden
+            )
+            self.generate_seconds += time.perf_counter() - start
+            self.generated_tokens += sum(len(s.response_ids) for g in groups for s in g)
+            return groups
+        return self._generate_with_hf(chunk, settings)
+
+    def _generate_with_hf(
         self, chunk: list[GenerationRequest], settings: SamplingSettings
     ) -> list[list[Sample]]:
         device = next(self.model.parameters()).device

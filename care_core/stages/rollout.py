@@ -24,7 +24,7 @@ import torch
 
 from care_core.algorithms import GROUP_KIND_NAMES, AlgorithmSpec, algorithm_spec, fill_batch, group_kind_names
 from care_core.config import Recipe, policy_temperature
-from care_core.models.forward import SequenceItem
+from care_core.models.forward import SequenceItem, think_embeddings
 from care_core.rollout import GenerationRequest, Sample, SamplingSettings, make_engine
 from care_core.rollout.embeddings import embed_and_score
 from care_core.rollout.rgr import GroupView, assemble_repair, build_repair_prefix, repair_cue, repair_target
@@ -128,6 +128,10 @@ class _RowBuilder:
         )
 
 
+HIDDEN = "_hidden"
+"""Row key of the engine's per-token hidden states (``Sample.hidden``) until ``embed_groups``."""
+
+
 def _span_len(span: tuple[int, int] | list[int]) -> int:
     return max(0, int(span[1]) - int(span[0])) if int(span[0]) >= 0 else 0
 
@@ -165,6 +169,7 @@ def _build_group_rows(
                 "format": float(score["format"]),
                 "truncated": bool(sample.truncated),
                 "images": images,
+                HIDDEN: sample.hidden,  # popped by embed_groups, never written
             }
         )
     return out
@@ -298,6 +303,20 @@ class _Context:
     train_path: Path
     round_index: int
     pad_id: int
+    request_cache: dict[int, GenerationRequest] | None = None  # encoded prompts by row (care train)
+
+    def requests_for(self, picks: list[int], rows: list[dict[str, Any]]) -> list[GenerationRequest]:
+        """Encoded prompts of the picked rows; with a ``request_cache`` each row is encoded once per run."""
+        with_images = self.recipe.rollout.engine == "vllm"
+        if self.request_cache is None:
+            return encode_requests(self.processor, rows, self.recipe.data, with_images=with_images)
+        missing = [(i, row) for i, row in zip(picks, rows, strict=True) if i not in self.request_cache]
+        if missing:
+            encoded = encode_requests(
+                self.processor, [row for _, row in missing], self.recipe.data, with_images
+            )
+            self.request_cache.update({i: req for (i, _), req in zip(missing, encoded, strict=True)})
+        return [self.request_cache[i] for i in picks]
 
 
 def _kinds(groups: list[Group], positive_rule: str) -> list[str]:
@@ -329,7 +348,7 @@ def sample_groups(ctx: _Context) -> tuple[list[Group], dict[str, float]]:
             return []
         used.update(picks)
         rows = [ctx.examples[i] for i in picks]
-        requests = encode_requests(ctx.processor, rows, recipe.data, with_images=ro.engine == "vllm")
+        requests = ctx.requests_for(picks, rows)
         settings = SamplingSettings(n=ro.n, temperature=ro.temperature, top_p=ro.top_p, top_k=ro.top_k,
                                     max_new_tokens=ro.max_new_tokens, logprob_temperature=policy_temperature(recipe),
                                     seed=round_seed(recipe.train.seed, ctx.round_index, salt=salt))  # fmt: skip
@@ -365,15 +384,21 @@ def sample_groups(ctx: _Context) -> tuple[list[Group], dict[str, float]]:
 
 def embed_groups(ctx: _Context, groups: list[Group]) -> None:
     """Think-span embeddings of every rollout row when the algorithm needs them (CARE's hard-negative
-    selection); otherwise the rows get empty ``embedding`` lists and no extra forward runs."""
+    selection): from the hidden states the engine kept while decoding (``hf`` prefix loop), else by
+    one teacher-forced forward. Otherwise the rows get empty ``embedding`` lists and nothing runs."""
     rows = [r for _, _, g in groups for r in g]
-    if rows and ctx.spec.needs_embeddings:
-        _embed_rows(
-            ctx.model, rows, [req.mm_inputs for _, req, g in groups for _ in g], ctx.recipe, ctx.pad_id
-        )
-    else:
+    hidden = [r.pop(HIDDEN, None) for r in rows]
+    if not (rows and ctx.spec.needs_embeddings):
         for r in rows:
             r["embedding"] = []
+        return
+    if all(h is not None for h in hidden):
+        lengths = [len(r["response_ids"]) for r in rows]
+        emb = think_embeddings(hidden, lengths, [r["think_span"] for r in rows])
+        for r, e in zip(rows, emb.tolist(), strict=True):
+            r["embedding"] = e
+        return
+    _embed_rows(ctx.model, rows, [req.mm_inputs for _, req, g in groups for _ in g], ctx.recipe, ctx.pad_id)
 
 
 def rollout_metrics(
@@ -414,6 +439,36 @@ def check_rollout_inputs(recipe: Recipe, model_path: str, train_path: Path, n_ro
         )
 
 
+def collect_rollouts(ctx: _Context) -> tuple[list[Group], list[dict[str, Any]], dict[str, float]]:
+    """One round on an open engine: sample and score, embed, RGR; returns (groups, RGR rows, the
+    round's rollout diagnostics). The engine stays open (``care train`` keeps it across rounds)."""
+    recipe, spec, engine = ctx.recipe, ctx.spec, ctx.engine
+    start = time.perf_counter()
+    seconds0, tokens0 = engine.generate_seconds, engine.generated_tokens
+    groups, metrics = sample_groups(ctx)
+    gen_seconds, gen_tokens = engine.generate_seconds - seconds0, engine.generated_tokens - tokens0
+    embed_groups(ctx, groups)
+    rgr_rows: list[dict[str, Any]] = []
+    if spec.uses_rgr and groups:
+        rgr_seed = round_seed(recipe.train.seed, ctx.round_index, salt=99)
+        rgr_rows, rgr_stats = run_rgr(ctx.model, engine, ctx.builder, recipe, groups, rgr_seed, ctx.pad_id)
+        metrics.update(rgr_stats)
+    metrics.update(rollout_metrics(groups, rgr_rows, spec.positive_rule))
+    metrics.update(
+        {
+            "perf/rollout_tokens": float(gen_tokens),
+            "perf/rollout_tokens_per_s": gen_tokens / gen_seconds if gen_seconds > 0 else math.nan,
+            "perf/rollout_s": time.perf_counter() - start,
+        }
+    )
+    return groups, rgr_rows, metrics
+
+
+def rollout_rows(groups: list[Group], rgr_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of a round in file order: every group's samples, then the RGR rows."""
+    return [r for _, _, g in groups for r in g] + rgr_rows
+
+
 def run_rollout(
     recipe: Recipe, model_path: str | None, data_dir: str | Path, out_path: str | Path, round_index: int
 ) -> dict[str, Any]:
@@ -431,6 +486,7 @@ def run_rollout(
         attn_implementation=recipe.model.attn_implementation,
         cache_dir=recipe.model.cache_dir,
     )
+    spec = algorithm_spec(recipe.algorithm)
     engine = make_engine(
         recipe.rollout.engine,
         model,
@@ -439,34 +495,18 @@ def run_rollout(
         recipe.rollout,
         recipe.model.dtype,
         recipe.train.seed,
+        with_hidden=spec.needs_embeddings,
     )
-    spec = algorithm_spec(recipe.algorithm)
     ctx = _Context(recipe, spec, model, processor, engine, _RowBuilder(processor, recipe), examples, train_path, round_index,
                    int(processor.tokenizer.pad_token_id or 0))  # fmt: skip
-
     try:
-        groups, metrics = sample_groups(ctx)
-        gen_seconds, gen_tokens = engine.generate_seconds, engine.generated_tokens
-        embed_groups(ctx, groups)
-        rgr_rows: list[dict[str, Any]] = []
-        if spec.uses_rgr and groups:
-            rgr_seed = round_seed(recipe.train.seed, round_index, salt=99)
-            rgr_rows, rgr_stats = run_rgr(model, engine, ctx.builder, recipe, groups, rgr_seed, ctx.pad_id)
-            metrics.update(rgr_stats)
+        groups, rgr_rows, metrics = collect_rollouts(ctx)
     finally:  # a vLLM engine holds its KV cache until closed; the update needs that memory
         close = getattr(engine, "close", None)
         if close is not None:
             close()
-    write_rollouts([r for _, _, g in groups for r in g] + rgr_rows, out_path)
-
-    metrics.update(rollout_metrics(groups, rgr_rows, spec.positive_rule))
-    metrics.update(
-        {
-            "perf/rollout_tokens": float(gen_tokens),
-            "perf/rollout_tokens_per_s": gen_tokens / gen_seconds if gen_seconds > 0 else math.nan,
-            "perf/rollout_s": time.perf_counter() - start,
-        }
-    )
+    write_rollouts(rollout_rows(groups, rgr_rows), out_path)
+    metrics["perf/rollout_s"] = time.perf_counter() - start
     logger.info("rollout round %d: %d groups, %d rows, reward %.3f, %.0f tok/s", round_index, len(groups),
                 int(metrics["rollout/rows"]), metrics["reward/mean"], metrics["perf/rollout_tokens_per_s"])  # fmt: skip
     return metrics

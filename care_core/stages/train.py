@@ -204,10 +204,7 @@ def _relog_committed(tracking: _Tracking, run_dir: Path, resume: Any) -> None:
     """Log the metrics of committed rounds a kill cut off between the commit and the MLflow call."""
     from care_core.training.checkpoint import ROUNDS, round_name
 
-    try:
-        logged = int(json.loads((run_dir / LOGGED_FILE).read_text())["round"])
-    except (OSError, ValueError, KeyError):
-        logged = 0
+    logged = _logged_round(run_dir)
     for r in range(logged + 1, resume.round_index + 1):
         state_file = (
             resume.round_dir if r == resume.round_index else run_dir / ROUNDS / round_name(r)
@@ -216,6 +213,35 @@ def _relog_committed(tracking: _Tracking, run_dir: Path, resume: Any) -> None:
             logger.info("logging round %d's metrics again (the previous run stopped before sending them)", r)
             tracking.log(json.loads(state_file.read_text()).get("metrics") or {}, step=r)
     _mark_logged(run_dir, resume.round_index)
+
+
+def _logged_round(run_dir: Path) -> int:
+    """The last round whose metrics reached MLflow (or its buffer); 0 when none did."""
+    try:
+        return int(json.loads((run_dir / LOGGED_FILE).read_text())["round"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def _stage_round(
+    recipe: Recipe, r: int, policy: str, reference: str, state_dir: str | None, data_dir: Path, wd: Path
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """One round through the stage functions and files (the DeepSpeed update runs in torchrun workers)."""
+    from care_core.stages.advantage import run_advantage
+    from care_core.stages.rollout import run_rollout
+    from care_core.stages.update import run_update
+
+    m_roll = run_rollout(recipe, policy, data_dir, wd / "rollouts.parquet", r)
+    m_adv = run_advantage(recipe, wd / "rollouts.parquet", wd / "advantages.parquet")
+    m_upd = run_update(
+        recipe,
+        policy,
+        wd / "advantages.parquet",
+        wd / "policy",
+        reference_path=reference,
+        state_dir=state_dir,
+    )
+    return m_roll, m_adv, m_upd
 
 
 def _check_storage(recipe: Recipe) -> None:
@@ -261,9 +287,7 @@ def run_train(recipe: Recipe, force: bool = False) -> dict[str, Any]:
 
 def _run_train(recipe: Recipe, force: bool, signals: _Signals) -> dict[str, Any]:
     from care_core.models import resolve_model_path
-    from care_core.stages.advantage import run_advantage
-    from care_core.stages.rollout import run_rollout
-    from care_core.stages.update import TRAINER_STATE, run_update
+    from care_core.stages.update import TRAINER_STATE
 
     t_start = time.perf_counter()
     _check_storage(recipe)
@@ -300,67 +324,85 @@ def _run_train(recipe: Recipe, force: bool, signals: _Signals) -> dict[str, Any]
             logger.info("resuming after round %d from %s", resume.round_index, resume.round_dir)
             _relog_committed(tracking, run_dir, resume)
         rounds = range(first, recipe.train.rounds + 1)
-        for r in tqdm(
-            rounds, desc=f"care train ({recipe.algorithm.name})", unit="round", disable=len(rounds) == 0
-        ):
-            t_round = time.perf_counter()
-            wd = work_dir(run_dir, r)
-            shutil.rmtree(wd, ignore_errors=True)
-            wd.mkdir(parents=True)
-            m_roll = run_rollout(recipe, policy, data_dir, wd / "rollouts.parquet", r)
-            m_adv = run_advantage(recipe, wd / "rollouts.parquet", wd / "advantages.parquet")
-            m_upd = run_update(
-                recipe,
-                policy,
-                wd / "advantages.parquet",
-                wd / "policy",
-                reference_path=reference,
-                state_dir=state_dir,
-            )
-            global_step = int(m_upd.get("update/global_step", global_step))
-            metrics = {
-                **stage_metrics("rollout", m_roll),
-                **stage_metrics("advantage", m_adv),
-                **stage_metrics("update", m_upd),
-                "perf/round_s": time.perf_counter() - t_round,
-                "train/round": float(r),
-                "train/global_step": float(global_step),
-            }
-            state = {
-                "round": r,
-                "global_step": global_step,
-                "reference": str(reference),
-                "recipe_hash": recipe_hash(recipe),
-                "fingerprint": cache.record(recipe, "round"),
-                "metrics": _numeric(metrics),
-            }
-            periodic_eval = (
-                bool(recipe.train.eval_every)
-                and r % recipe.train.eval_every == 0
-                and r != recipe.train.rounds
-            )
-            with (
-                signals.shield()
-            ):  # commit, then log exactly once (a SIGKILL here is repaired by _relog_committed)
-                final = commit_round(run_dir, r, state)
-                policy, state_dir = str(final / "policy"), str(final / "policy" / TRAINER_STATE)
-                if not periodic_eval:
-                    tracking.log(metrics, step=r)
-                    _mark_logged(run_dir, r)
-            if periodic_eval:
-                metrics.update(_evaluate(recipe, policy, final / "eval", data_dir))
+        runner = None
+        if len(rounds) and recipe.train.distributed.backend != "deepspeed":
+            from care_core.stages.resident import ResidentRun
+
+            runner = ResidentRun(recipe, data_dir, policy, reference, state_dir, global_step)
+        logged_before = _logged_round(run_dir)
+        try:
+            for r in tqdm(
+                rounds, desc=f"care train ({recipe.algorithm.name})", unit="round", disable=len(rounds) == 0
+            ):
+                t_round = time.perf_counter()
+                wd = work_dir(run_dir, r)
+                shutil.rmtree(wd, ignore_errors=True)
+                wd.mkdir(parents=True)
+                if runner is not None:
+                    m_roll, m_adv, m_upd = runner.run_round(r)
+                else:
+                    m_roll, m_adv, m_upd = _stage_round(recipe, r, policy, reference, state_dir, data_dir, wd)
+                global_step = int(m_upd.get("update/global_step", global_step))
+                metrics = {
+                    **stage_metrics("rollout", m_roll),
+                    **stage_metrics("advantage", m_adv),
+                    **stage_metrics("update", m_upd),
+                    "perf/round_s": time.perf_counter() - t_round,
+                    "train/round": float(r),
+                    "train/global_step": float(global_step),
+                }
+                state = {
+                    "round": r,
+                    "global_step": global_step,
+                    "reference": str(reference),
+                    "recipe_hash": recipe_hash(recipe),
+                    "fingerprint": cache.record(recipe, "round"),
+                    "metrics": _numeric(metrics),
+                }
+                periodic_eval = (
+                    bool(recipe.train.eval_every)
+                    and r % recipe.train.eval_every == 0
+                    and r != recipe.train.rounds
+                )
+                commit = (
+                    runner is None
+                    or periodic_eval
+                    or r == recipe.train.rounds
+                    or r % recipe.train.save_every == 0
+                )
+                send = (
+                    r > logged_before
+                )  # a repeated round (resumed after an uncommitted one) was logged already
+                # commit, then log exactly once (a SIGKILL here is repaired by _relog_committed)
                 with signals.shield():
-                    tracking.log(metrics, step=r)
-                    _mark_logged(run_dir, r)
-            summary["rounds"].append(_numeric(metrics))
-            logger.info(
-                "round %d: reward %.3f acc %.3f loss %.4f (%.1fs)",
-                r,
-                metrics.get("reward/mean", math.nan),
-                metrics.get("accuracy/mean", math.nan),
-                metrics.get("actor/loss", math.nan),
-                metrics["perf/round_s"],
-            )
+                    if commit:
+                        if runner is not None:
+                            runner.save(wd / "policy")
+                        final = commit_round(run_dir, r, state)
+                        policy, state_dir = str(final / "policy"), str(final / "policy" / TRAINER_STATE)
+                    else:
+                        shutil.rmtree(wd, ignore_errors=True)
+                    if not periodic_eval and send:
+                        tracking.log(metrics, step=r)
+                        _mark_logged(run_dir, r)
+                if periodic_eval:
+                    metrics.update(_evaluate(recipe, policy, final / "eval", data_dir))
+                    with signals.shield():
+                        if send:
+                            tracking.log(metrics, step=r)
+                            _mark_logged(run_dir, r)
+                summary["rounds"].append(_numeric(metrics))
+                logger.info(
+                    "round %d: reward %.3f acc %.3f loss %.4f (%.1fs)",
+                    r,
+                    metrics.get("reward/mean", math.nan),
+                    metrics.get("accuracy/mean", math.nan),
+                    metrics.get("actor/loss", math.nan),
+                    metrics["perf/round_s"],
+                )
+        finally:
+            if runner is not None:
+                runner.close()
         if recipe.eval.benchmarks:
             eval_metrics = _evaluate(
                 recipe, policy, run_dir / "eval" / f"round_{recipe.train.rounds:04d}", data_dir

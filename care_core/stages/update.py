@@ -131,38 +131,55 @@ def prepare_rows(
     model: torch.nn.Module,
     rows: list[TrainRow],
     mm_for: Callable,
-    reference_path: str,
+    reference: str | torch.nn.Module,
     pad_id: int,
 ) -> dict[str, float]:
-    """Recompute old log-probs (optional) and attach reference log-probs; returns timing info."""
+    """Recompute old log-probs (optional) and attach reference log-probs; returns timing info.
+
+    ``reference``: the frozen reference policy, loaded (``care train`` keeps it in memory) or a path."""
     cfg = settings_from_recipe(recipe, pad_id)
     t0 = time.perf_counter()
     if recipe.train.recompute_old_logprobs:
         for row, lp in zip(
             rows,
-            sequence_logprobs(model, rows, mm_for, cfg.micro_batch_size, cfg.temperature, pad_id),
+            sequence_logprobs(
+                model, rows, mm_for, cfg.micro_batch_size, cfg.temperature, pad_id, cfg.shared_prefix
+            ),
             strict=True,
         ):
             row.old_logprobs = lp
     if cfg.kl is not None:
-        from care_core.models import load_policy
-
-        ref, _ = load_policy(
-            reference_path,
-            dtype=recipe.model.dtype,
-            attn_implementation=recipe.model.attn_implementation,
-            cache_dir=recipe.model.cache_dir,
+        ref = (
+            reference
+            if isinstance(reference, torch.nn.Module)
+            else load_reference(recipe, str(reference), model)
         )
-        ref.to(next(model.parameters()).device)
-        ref.requires_grad_(False)
         for row, lp in zip(
             rows,
-            sequence_logprobs(ref, rows, mm_for, cfg.micro_batch_size, cfg.temperature, pad_id),
+            sequence_logprobs(
+                ref, rows, mm_for, cfg.micro_batch_size, cfg.temperature, pad_id, cfg.shared_prefix
+            ),
             strict=True,
         ):
             row.ref_logprobs = lp
         del ref
     return {"perf/ref_logprob_s": time.perf_counter() - t0}
+
+
+def load_reference(recipe: Recipe, reference_path: str, like: torch.nn.Module) -> torch.nn.Module:
+    """The frozen reference policy from ``reference_path``, on ``like``'s device, without gradients."""
+    from care_core.models import load_policy
+
+    ref, _ = load_policy(
+        reference_path,
+        dtype=recipe.model.dtype,
+        attn_implementation=recipe.model.attn_implementation,
+        cache_dir=recipe.model.cache_dir,
+    )
+    ref.to(next(like.parameters()).device)
+    ref.requires_grad_(False)
+    ref.eval()
+    return ref
 
 
 def configure_trainable(model: torch.nn.Module, recipe: Recipe) -> None:

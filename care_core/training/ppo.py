@@ -33,7 +33,8 @@ from care_core.algorithms.region import region_token_advantages
 from care_core.algorithms.registry import algorithm_spec
 from care_core.config import KLConfig, RegionConfig, policy_temperature
 from care_core.errors import CareError
-from care_core.models.forward import SequenceItem, pack, response_logprobs
+from care_core.models.forward import ForwardOutput, SequenceItem, pack, response_logprobs
+from care_core.models.shared_prefix import shared_prefix_logprobs, supports_shared_prefix
 
 
 class NonFiniteUpdateError(CareError, FloatingPointError):
@@ -75,6 +76,9 @@ class PPOSettings:
     grad_clip: float = 1.0
     seed: int = 0
     pad_id: int = 0
+    shared_prefix: bool = (
+        True  # ``train.shared_prefix``: each prompt once per micro-batch (docs/method.md §13)
+    )
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -95,6 +99,7 @@ def settings_from_recipe(recipe: Any, pad_id: int = 0) -> PPOSettings:
         grad_clip=recipe.optim.grad_clip,
         seed=recipe.train.seed,
         pad_id=pad_id,
+        shared_prefix=recipe.train.shared_prefix,
     )
 
 
@@ -221,6 +226,23 @@ def _pad_to(values: Sequence[Sequence[float]], width: int, dtype=torch.float32) 
     return out
 
 
+def forward_items(
+    forward: Callable[..., Any],
+    items: Sequence[SequenceItem],
+    temperature: float,
+    with_entropy: bool,
+    pad_id: int,
+    share: bool,
+) -> ForwardOutput:
+    """Response log-probs (and entropy) of ``items``: each shared prompt once when ``share``
+    (``care_core.models.shared_prefix``), else every sequence whole."""
+    if share:
+        return shared_prefix_logprobs(forward, items, temperature, with_entropy=with_entropy, pad_id=pad_id)
+    device = next(forward.parameters()).device if isinstance(forward, torch.nn.Module) else "cpu"
+    batch = pack(items, device=device, pad_id=pad_id)
+    return response_logprobs(forward, batch, temperature=temperature, with_entropy=with_entropy)
+
+
 @torch.no_grad()
 def sequence_logprobs(
     model: torch.nn.Module,
@@ -229,18 +251,15 @@ def sequence_logprobs(
     micro_batch_size: int,
     temperature: float,
     pad_id: int = 0,
+    shared_prefix: bool = True,
 ) -> list[list[float]]:
     """Teacher-forced per-token log-probs of every row's response (no grad)."""
-    device = next(model.parameters()).device
+    share = shared_prefix and supports_shared_prefix(model)
     out: list[list[float]] = []
     for s in range(0, len(rows), max(1, micro_batch_size)):
         chunk = rows[s : s + micro_batch_size]
-        batch = pack(
-            [SequenceItem(r.prompt_ids, r.response_ids, mm_for(r)) for r in chunk],
-            device=device,
-            pad_id=pad_id,
-        )
-        lp = response_logprobs(model, batch, temperature=temperature, with_entropy=False).logprobs
+        items = [SequenceItem(r.prompt_ids, r.response_ids, mm_for(r)) for r in chunk]
+        lp = forward_items(model, items, temperature, False, pad_id, share).logprobs
         out.extend(lp[i, : len(r.response_ids)].cpu().tolist() for i, r in enumerate(chunk))
     return out
 
@@ -259,14 +278,12 @@ def micro_loss(
     width: int,
     denom: float,
     device: torch.device,
+    share: bool = False,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Loss of one micro-batch (already divided by the mini-batch ``denom``) and its sums for metrics."""
-    batch = pack(
-        [SequenceItem(r.prompt_ids, r.response_ids, mm_for(r)) for r in rows],
-        device=device,
-        pad_id=cfg.pad_id,
-    )
-    out = response_logprobs(forward, batch, temperature=cfg.temperature, with_entropy=True)
+    """Loss of one micro-batch (already divided by the mini-batch ``denom``) and its sums for metrics.
+    ``share``: run each shared prompt once (``forward`` must then be the plain module)."""
+    items = [SequenceItem(r.prompt_ids, r.response_ids, mm_for(r)) for r in rows]
+    out = forward_items(forward, items, cfg.temperature, True, cfg.pad_id, share)
     pad = width - out.logprobs.shape[1]
     logp = F.pad(out.logprobs, (0, pad))
     entropy = F.pad(out.entropy, (0, pad)).detach()
@@ -348,6 +365,7 @@ def train_on_rows(
     step = start_step
     forward = backend.forward_module()
     backend.module.train()
+    share = cfg.shared_prefix and isinstance(backend, PlainBackend) and supports_shared_prefix(backend.module)
     for _epoch in range(max(1, cfg.ppo_epochs)):
         for mini in plan_mini_batches(rows, cfg.mini_batch_size, cfg.seed, step):
             t0 = time.perf_counter()
@@ -361,7 +379,7 @@ def train_on_rows(
             for micro, real in rank_schedule(
                 micros, [any(mm_for(r) for r in m) for m in micros], backend.rank, backend.world_size
             ):
-                loss, sums = micro_loss(forward, micro, mm_for, cfg, width, denom, device)
+                loss, sums = micro_loss(forward, micro, mm_for, cfg, width, denom, device, share)
                 scale = float(backend.world_size) if real else 0.0
                 backend.backward(loss * scale)
                 if real:
