@@ -1,16 +1,27 @@
-"""RL step time: our rollout -> advantage -> update vs TRL ``GRPOTrainer`` (the named baseline).
+"""RL step time: ``care train`` (in process) and the per-stage pipeline path vs TRL ``GRPOTrainer``.
 
-Both sides: the same tiny offline VLM folder, synthetic prompts (system prompt + image +
-problem), G samples of at most ``--max-new-tokens`` tokens at temperature 1, one AdamW step over
-all P x G sequences (lr, clip range 0.2/0.3, grad clip 1.0, KL off, no gradient checkpointing),
-one warm-up step excluded. Ours runs the three stage functions exactly as ``care train`` and the
-pipeline do (each loads the policy from the previous round's folder and writes its artifact),
-for GRPO and for CARE; the CARE advantage stage and the think-span embeddings are reported as a
-share of the CARE step. Prints ratios ``TRL step s / our step s`` (>1: ours faster) and
-tokens-normalised ratios (random policies emit different lengths).
+The named baseline is TRL 1.16 ``GRPOTrainer`` (``bench/trl_baseline.py``). All three sides use the
+same tiny offline VLM folder, synthetic prompts (system prompt + image + problem), P prompts x G
+samples of at most ``--max-new-tokens`` tokens at temperature 1, one AdamW step over all P x G
+sequences (lr 5e-5, clip 0.2/0.3, grad clip 1.0), **KL on** (k3, beta 0.04, a frozen reference
+model), no gradient checkpointing, one untimed warm-up step. Measured, in one run:
 
-    .venv/bin/pip install 'trl==1.16.0'    # the `bench` extra, only in the bench environment
-    .venv/bin/python bench/step_bench.py [--prompts 4] [--g 8] [--max-new-tokens 64] [--steps 4]
+- ``care train`` in process (``care_core.stages.train.run_train``: ``stages/resident.py`` keeps the
+  policy, reference, optimizer, engine and encoded prompts in memory; checkpoint only at the end,
+  ``train.save_every``), for GRPO and for CARE (RGR on). Step = ``perf/round_s`` (rollout ->
+  advantage -> update; MLflow logging excluded, as TRL's step excludes its logging);
+- the per-stage path: the three stage functions as the KFP components call them, each loading its
+  model and reading / writing its artifact (``rollouts.parquet``, ``advantages.parquet``, a checkpoint);
+- TRL ``GRPOTrainer`` (``on_step_begin`` -> ``on_step_end``).
+
+Prints medians and best steps, the split into rollout (of which generation and CARE's embeddings),
+reference log-probs, advantage and update, and the ratios (>1: ours faster):
+``TRL / care train``, ``per-stage / care train`` (target <= 1.3) and CARE's extra cost: embeddings
++ hard-negative mining (the CARE advantage step minus GRPO's) + region weights, as a share of the
+CARE step (target <= 3%).
+
+    .venv/bin/pip install -e '.[bench]'     # trl==1.16.0
+    .venv/bin/python bench/step_bench.py [--prompts 4] [--g 8] [--max-new-tokens 64] [--steps 5]
 """
 
 from __future__ import annotations
@@ -38,6 +49,7 @@ def our_recipe(model_path: str, algo: str, s: StepSettings, work: Path) -> Any:
 
     return build_recipe(
         {
+            "name": f"step-bench-{algo}",
             "model": {"path": model_path},
             "data": {"synthetic": {"n_train": 64, "n_test": 8}},
             "rollout": {
@@ -47,7 +59,11 @@ def our_recipe(model_path: str, algo: str, s: StepSettings, work: Path) -> Any:
                 "batch_size": s.prompts,
             },
             "algorithm": {"name": algo, "care": {"rgr": {"max_tokens": s.max_new_tokens}}},
-            "loss": {"eps_low": s.eps_low, "eps_high": s.eps_high, "kl": {"enable": False}},
+            "loss": {
+                "eps_low": s.eps_low,
+                "eps_high": s.eps_high,
+                "kl": {"enable": True, "type": "k3", "beta": s.kl_beta},
+            },
             "optim": {"lr": s.lr, "grad_clip": 1.0, "weight_decay": 0.01},
             "train": {
                 "rounds": s.steps + 1,
@@ -56,35 +72,43 @@ def our_recipe(model_path: str, algo: str, s: StepSettings, work: Path) -> Any:
                 "micro_batch_size": s.prompts * s.g,
                 "seed": s.seed,
                 "output_dir": str(work),
+                "save_every": s.steps + 1,
+                "sft": {"enable": False},
             },
+            "eval": {"benchmarks": []},
+            "tracking": {"uri": f"sqlite:///{work}/mlflow.db", "experiment": "step-bench"},
+            "storage": {"artifact_root": str(work / "artifacts")},
         }
     )
 
 
-class _Timer:
-    """Wraps a function and accumulates its wall time (used on the embedding pass)."""
-
-    def __init__(self, module: Any, name: str):
-        self.module, self.name, self.seconds = module, name, 0.0
-        self.original = getattr(module, name)
-
-        def wrapped(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return self.original(*args, **kwargs)
-            finally:
-                self.seconds += time.perf_counter() - start
-
-        setattr(module, name, wrapped)
-
-    def restore(self) -> None:
-        setattr(self.module, self.name, self.original)
+STEP_KEYS = {  # our name -> metric of a care train round / of the stage functions
+    "step_s": "perf/round_s",
+    "rollout_s": "perf/rollout_s",
+    "generate_s": "perf/generate_s",
+    "embed_s": "perf/embed_s",
+    "advantage_s": "perf/advantage_stage_s",
+    "reference_s": "perf/ref_logprob_s",
+    "update_s": "perf/update_s",
+    "tokens": "perf/rollout_tokens",
+}
 
 
-def run_ours(model_path: str, algo: str, s: StepSettings, data_dir: Path, work: Path) -> dict[str, Any]:
-    """``s.steps + 1`` rounds through the stage functions; per-step stage seconds (warm-up dropped)."""
-    import care_core.stages.rollout as rollout_mod
+def run_in_process(model_path: str, algo: str, s: StepSettings, work: Path) -> list[dict[str, float]]:
+    """``care train`` for ``s.steps + 1`` rounds; per-round numbers (warm-up round dropped)."""
+    from care_core.stages.train import run_train
+
+    summary = run_train(our_recipe(model_path, algo, s, work))
+    rounds = summary["rounds"][1:]
+    return [{k: float(r.get(m, 0.0)) for k, m in STEP_KEYS.items()} for r in rounds]
+
+
+def run_per_stage(
+    model_path: str, algo: str, s: StepSettings, data_dir: Path, work: Path
+) -> list[dict[str, float]]:
+    """``s.steps + 1`` rounds through the stage functions with their files (the pipeline's path)."""
     from care_core.stages.advantage import run_advantage
+    from care_core.stages.rollout import run_rollout
     from care_core.stages.update import run_update
 
     recipe = our_recipe(model_path, algo, s, work)
@@ -92,33 +116,65 @@ def run_ours(model_path: str, algo: str, s: StepSettings, data_dir: Path, work: 
     steps = []
     for r in range(s.steps + 1):
         rdir = work / f"{algo}-r{r}"
-        timer = _Timer(rollout_mod, "_embed_rows")
         t0 = time.perf_counter()
-        ro = rollout_mod.run_rollout(recipe, model, data_dir, rdir / "rollouts.parquet", r)
+        ro = run_rollout(recipe, model, data_dir, rdir / "rollouts.parquet", r)
         t1 = time.perf_counter()
-        timer.restore()
-        adv = run_advantage(recipe, rdir / "rollouts.parquet", rdir / "adv.parquet")
+        run_advantage(recipe, rdir / "rollouts.parquet", rdir / "adv.parquet")
         t2 = time.perf_counter()
-        run_update(recipe, model, rdir / "adv.parquet", rdir / "model", state_dir=state)
+        up = run_update(
+            recipe, model, rdir / "adv.parquet", rdir / "model", reference_path=model_path, state_dir=state
+        )
         t3 = time.perf_counter()
         model, state = str(rdir / "model"), str(rdir / "model")
         steps.append(
             {
-                "rollout_s": t1 - t0,
-                "embed_s": timer.seconds,
-                "advantage_s": t2 - t1,
-                "update_s": t3 - t2,
                 "step_s": t3 - t0,
+                "rollout_s": t1 - t0,
+                "generate_s": ro.get("perf/generate_s", 0.0),
+                "embed_s": ro.get("perf/embed_s", 0.0),
+                "advantage_s": t2 - t1,
+                "reference_s": up.get("perf/ref_logprob_s", 0.0),
+                "update_s": t3 - t2,
                 "tokens": ro.get("perf/rollout_tokens", float("nan")),
-                "rgr_attempts": ro.get("rgr/attempts", 0.0),
-                "advantage_diag_s": adv["metrics"].get("perf/advantage_s"),
             }
         )
-    return {"warmup": steps[0], "steps": steps[1:]}
+    return steps[1:]
 
 
-def _med(steps: list[dict[str, Any]], key: str) -> float:
-    return statistics.median(float(x[key]) for x in steps)
+def region_weight_seconds(s: StepSettings, repeats: int = 20) -> float:
+    """Median time of CARE's region weighting on one step's P x G rows (ours at this size)."""
+    import torch
+
+    from care_core.algorithms.region import region_token_advantages
+    from care_core.config import RegionConfig
+
+    rows = s.prompts * s.g
+    mask = torch.ones(rows, s.max_new_tokens)
+    think = torch.tensor([[1, s.max_new_tokens // 2]] * rows)
+    answer = torch.tensor([[s.max_new_tokens // 2 + 1, s.max_new_tokens - 1]] * rows)
+    adv = torch.randn(rows)
+    roles = ["anchor"] + ["negative"] * (rows - 1)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        region_token_advantages(adv, mask, think, answer, roles, RegionConfig())
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def summarise(steps: list[dict[str, float]]) -> dict[str, Any]:
+    out: dict[str, Any] = {k: statistics.median(x[k] for x in steps) for k in STEP_KEYS}
+    out["step_s_min"] = min(x["step_s"] for x in steps)
+    out["steps"] = steps
+    return out
+
+
+def line(label: str, m: dict[str, Any]) -> str:
+    return (
+        f"{label}: step {m['step_s']:.2f} s (best {m['step_s_min']:.2f}): rollout {m['rollout_s']:.2f} "
+        f"(generation {m['generate_s']:.2f}, embeddings {m['embed_s']:.3f}), reference {m['reference_s']:.2f}, "
+        f"advantage {m['advantage_s']:.3f}, update {m['update_s']:.2f}; {m['tokens']:.0f} tokens"
+    )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -129,81 +185,86 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--g", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=4, help="timed steps (one more untimed warm-up)")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps (one more untimed warm-up)")
+    parser.add_argument("--no-per-stage", action="store_true", help="skip the per-stage path")
     parser.add_argument("--json", help="write the numbers to this file")
     args = parser.parse_args(argv)
     s = StepSettings(prompts=args.prompts, g=args.g, max_new_tokens=args.max_new_tokens, steps=args.steps)
-    info = banner("RL step: ours (rollout+advantage+update) vs TRL GRPOTrainer", "trl", "accelerate")
+    info = banner(
+        "RL step: care train and the per-stage path vs TRL GRPOTrainer (KL on)", "trl", "accelerate"
+    )
 
     from care_core.config import build_recipe
     from care_core.data.synthetic import write_synthetic
     from care_core.models import resolve_model_path
+    from care_core.schema import read_examples
 
     base = build_recipe(
         {"model": {"path": f"tiny://{args.preset}"}, "data": {"synthetic": {"n_train": 64, "n_test": 8}}}
     )
     model_path = resolve_model_path(base.model)
     print(
-        f"   model {model_path}; P={s.prompts} prompts x G={s.g}, <= {s.max_new_tokens} tokens, {s.steps} timed steps"
+        f"   model {model_path}; P={s.prompts} x G={s.g}, <= {s.max_new_tokens} tokens, {s.steps} timed steps"
     )
     work = Path(tempfile.mkdtemp(prefix="care-step-bench-"))
     numbers: dict[str, Any] = {**info, "settings": s.__dict__}
     try:
         write_synthetic(base.data.synthetic, work / "data")
-        rows = (
-            __import__("care_core.schema", fromlist=["read_examples"])
-            .read_examples(work / "data" / "train.parquet")
-            .to_pylist()
-        )
+        rows = read_examples(work / "data" / "train.parquet").to_pylist()
         for algo in ("grpo", "care"):
-            out = run_ours(model_path, algo, s, work / "data", work / algo)
-            st = out["steps"]
-            numbers[algo] = {
-                k: _med(st, k)
-                for k in ("step_s", "rollout_s", "embed_s", "advantage_s", "update_s", "tokens")
-            }
-            numbers[algo]["step_s_min"] = min(x["step_s"] for x in st)
-            numbers[algo]["steps"] = st
-            m = numbers[algo]
-            print(
-                f"ours/{algo}: step {m['step_s']:.2f} s (min {m['step_s_min']:.2f}) (rollout {m['rollout_s']:.2f} incl. embeddings {m['embed_s']:.2f}, "
-                f"advantage {m['advantage_s']:.2f}, update {m['update_s']:.2f}); {m['tokens']:.0f} rollout tokens/step"
+            numbers[f"train/{algo}"] = m = summarise(
+                run_in_process(model_path, algo, s, work / f"train-{algo}")
             )
-        care = numbers["care"]
-        share = (care["advantage_s"] + care["embed_s"]) / care["step_s"]
-        numbers["care_advantage_plus_embed_share"] = share
+            print(line(f"care train / {algo}", m))
+        if not args.no_per_stage:
+            for algo in ("grpo", "care"):
+                numbers[f"stages/{algo}"] = m = summarise(
+                    run_per_stage(model_path, algo, s, work / "data", work / f"stages-{algo}")
+                )
+                print(line(f"per-stage path / {algo}", m))
+        care, grpo = numbers["train/care"], numbers["train/grpo"]
+        region_s = region_weight_seconds(s)
+        extra = care["embed_s"] + max(0.0, care["advantage_s"] - grpo["advantage_s"]) + region_s
+        numbers["care_extra"] = {
+            "embed_s": care["embed_s"],
+            "mining_s": care["advantage_s"] - grpo["advantage_s"],
+            "region_s": region_s,
+            "total_s": extra,
+            "share_of_care_step": extra / care["step_s"],
+        }
         print(
-            f"CARE advantage stage + embeddings: {care['advantage_s'] + care['embed_s']:.2f} s = {100 * share:.1f}% of the CARE step "
-            f"(advantage alone {100 * care['advantage_s'] / care['step_s']:.1f}%)"
+            f"CARE extra cost: embeddings {care['embed_s'] * 1e3:.1f} ms + mining {numbers['care_extra']['mining_s'] * 1e3:.1f} ms "
+            f"+ region weights {region_s * 1e3:.2f} ms = {extra * 1e3:.1f} ms = {100 * extra / care['step_s']:.2f}% of the CARE step"
         )
+        if not args.no_per_stage:
+            for algo in ("grpo", "care"):
+                ratio = numbers[f"stages/{algo}"]["step_s"] / numbers[f"train/{algo}"]["step_s"]
+                numbers[f"stages/{algo}"]["ratio_vs_train"] = ratio
+                print(f"RATIO per-stage path / care train ({algo}): {ratio:.2f}x step time (target <= 1.3)")
         if importlib.util.find_spec("trl") is None:
             print("TRL: not installed -> no baseline ratio (pip install 'trl==1.16.0')")
             numbers["trl"] = None
         else:
             trl = run_trl_grpo(model_path, rows, base.data.system_prompt, s, str(work / "trl"))
-            trl_step = statistics.median(trl["step_seconds"])
             lengths = [float(x) for x in trl["mean_completion_tokens"][1:]] or [float("nan")]
-            trl_tokens = statistics.median(lengths) * s.prompts * s.g
-            trl_min = min(trl["step_seconds"])
-            numbers["trl"] = {
-                "step_s": trl_step,
-                "step_s_min": trl_min,
-                "tokens": trl_tokens,
+            numbers["trl"] = t = {
+                "step_s": statistics.median(trl["step_seconds"]),
+                "step_s_min": min(trl["step_seconds"]),
+                "tokens": statistics.median(lengths) * s.prompts * s.g,
                 "steps": trl["step_seconds"],
             }
             print(
-                f"TRL GRPOTrainer (baseline): step {trl_step:.2f} s (min {trl_min:.2f}); {trl_tokens:.0f} completion tokens/step"
+                f"TRL GRPOTrainer (baseline): step {t['step_s']:.2f} s (best {t['step_s_min']:.2f}); {t['tokens']:.0f} tokens"
             )
             for algo in ("grpo", "care"):
-                m = numbers[algo]
-                ratio = trl_step / m["step_s"]
-                per_tok = (trl_step / trl_tokens) / (m["step_s"] / m["tokens"])
-                numbers[algo]["ratio_vs_trl"] = ratio
-                numbers[algo]["ratio_vs_trl_per_token"] = per_tok
-                numbers[algo]["ratio_vs_trl_min"] = trl_min / m["step_s_min"]
+                m = numbers[f"train/{algo}"]
+                m["ratio_vs_trl"] = t["step_s"] / m["step_s"]
+                m["ratio_vs_trl_best"] = t["step_s_min"] / m["step_s_min"]
+                m["ratio_vs_trl_per_token"] = (t["step_s"] / t["tokens"]) / (m["step_s"] / m["tokens"])
                 print(
-                    f"RATIO ours/{algo} vs TRL: {ratio:.2f}x step time (median), {numbers[algo]['ratio_vs_trl_min']:.2f}x (min), "
-                    f"{per_tok:.2f}x per generated token (>1: ours faster)"
+                    f"RATIO TRL / care train ({algo}): {m['ratio_vs_trl']:.2f}x median step, "
+                    f"{m['ratio_vs_trl_best']:.2f}x best step, {m['ratio_vs_trl_per_token']:.2f}x per generated token "
+                    "(>1: ours faster; target >= 1.5)"
                 )
     finally:
         shutil.rmtree(work, ignore_errors=True)

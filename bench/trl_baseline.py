@@ -1,7 +1,8 @@
 """TRL ``GRPOTrainer`` on the tiny offline VLM: the named baseline of ``bench/step_bench.py``.
 
 Same model folder, prompts (system prompt + image + problem), G, completion length, batch,
-AdamW settings and clip range as our RL step; KL off on both sides (no reference model).
+AdamW settings and clip range as our RL step; KL on both sides (k3 estimator, beta
+``StepSettings.kl_beta``, a frozen reference model that TRL loads itself).
 Needs ``trl==1.16.0`` (the ``bench`` extra): ``.venv/bin/pip install -e '.[bench]'``.
 """
 
@@ -24,8 +25,9 @@ class StepSettings:
     lr: float = 5e-5
     eps_low: float = 0.2
     eps_high: float = 0.3
-    steps: int = 4  # timed steps (after one untimed warm-up step)
+    steps: int = 5  # timed steps (after one untimed warm-up step)
     seed: int = 0
+    kl_beta: float = 0.04  # TRL's historical default; k3 on both sides
 
 
 def trl_rows(rows: list[dict[str, Any]], system_prompt: str) -> list[dict[str, Any]]:
@@ -104,7 +106,7 @@ def run_trl_grpo(
         warmup_steps=0,
         weight_decay=0.01,
         max_grad_norm=1.0,
-        beta=0.0,
+        beta=s.kl_beta,
         epsilon=s.eps_low,
         epsilon_high=s.eps_high,
         loss_type="dapo",  # token-mean over the batch, as our token-mean aggregation

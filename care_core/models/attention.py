@@ -69,8 +69,11 @@ def cpu_grouped_sdpa(
 
 
 def register() -> str:
-    """Register ``care_sdpa`` with transformers (idempotent); returns its name."""
+    """Register ``care_sdpa`` with transformers, attention and mask function (the mask is ``sdpa``'s:
+    without one transformers builds no padding mask for a custom name); idempotent; returns its name."""
     from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
     AttentionInterface.register(NAME, cpu_grouped_sdpa)
+    AttentionMaskInterface.register(NAME, sdpa_mask)
     return NAME

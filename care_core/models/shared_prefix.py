@@ -7,7 +7,7 @@ of a batch run once (left-padded, with their images), their key/value cache is r
 rows that share them, and only the response tokens run after it. The result equals the full pass
 (same log-probs to float rounding, same gradients: the prompt's activations receive the sum of
 its responses' gradients) at about ``(L_p + G L_r) / (G (L_p + L_r))`` of the work.
-docs/method.md §13 describes where it is used (rollout decoding, old/reference log-probs, update).
+docs/method.md §14 describes where it is used (rollout decoding, old/reference log-probs, update).
 
 Supported: the Qwen-VL family (models with ``model.get_rope_index``; M-RoPE positions are built
 here the way the model builds them). ``supports_shared_prefix`` says whether a model qualifies;

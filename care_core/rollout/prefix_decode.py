@@ -1,5 +1,5 @@
 """Sampling loop of the ``hf`` engine: each prompt is encoded once, its ``n`` samples decode from
-copies of its key/value cache (docs/method.md §13).
+copies of its key/value cache (docs/method.md §14).
 
 ``transformers.generate`` runs ``n`` copies of every prompt through the prefill and adds its
 per-step machinery (logits processors, stopping criteria, cache bookkeeping). This loop does only

@@ -2,7 +2,7 @@
 
 The pipeline runs every round as three containers that hand files to each other (rollouts,
 advantages, a checkpoint), so each loads the policy and re-reads its inputs. ``care train`` runs
-the same three steps on objects it keeps for the whole run (docs/method.md §13):
+the same three steps on objects it keeps for the whole run (docs/method.md §14):
 
 - the policy module, its AdamW state and LR schedule, and the frozen reference policy (KL on);
 - the rollout engine: the ``hf`` engine decodes with the policy module itself; a ``vllm`` engine is

@@ -447,7 +447,9 @@ def collect_rollouts(ctx: _Context) -> tuple[list[Group], list[dict[str, Any]], 
     seconds0, tokens0 = engine.generate_seconds, engine.generated_tokens
     groups, metrics = sample_groups(ctx)
     gen_seconds, gen_tokens = engine.generate_seconds - seconds0, engine.generated_tokens - tokens0
+    t_embed = time.perf_counter()
     embed_groups(ctx, groups)
+    embed_s = time.perf_counter() - t_embed
     rgr_rows: list[dict[str, Any]] = []
     if spec.uses_rgr and groups:
         rgr_seed = round_seed(recipe.train.seed, ctx.round_index, salt=99)
@@ -458,6 +460,8 @@ def collect_rollouts(ctx: _Context) -> tuple[list[Group], list[dict[str, Any]], 
         {
             "perf/rollout_tokens": float(gen_tokens),
             "perf/rollout_tokens_per_s": gen_tokens / gen_seconds if gen_seconds > 0 else math.nan,
+            "perf/generate_s": gen_seconds,
+            "perf/embed_s": embed_s,
             "perf/rollout_s": time.perf_counter() - start,
         }
     )

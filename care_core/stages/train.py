@@ -1,9 +1,14 @@
-"""``care train``: the in-process loop over the same stage functions the pipeline runs.
+"""``care train``: the in-process loop over the steps the pipeline runs.
 
     ingest (if needed) -> SFT (optional) -> rounds x (rollout -> advantage -> update) -> evaluate
 
-Every round is checkpointed (``care_core.training.checkpoint``): policy, optimizer + LR schedule,
-RNG states, counters and a ``latest`` pointer. With ``train.resume: auto`` a killed run continues
+The rounds run in ``care_core.stages.resident.ResidentRun``, which keeps the policy, reference,
+optimizer, engine and encoded prompts in memory (docs/method.md §14); with the DeepSpeed backend
+each round goes through the stage functions and their files instead (``_stage_round``).
+
+Rounds are checkpointed (``care_core.training.checkpoint``; every ``train.save_every`` rounds, the
+evaluated ones and the last): policy, optimizer + LR schedule, RNG states, counters and a ``latest``
+pointer. With ``train.resume: auto`` a killed run continues
 from its last finished round and ends with the same weights as an uninterrupted run. Each round's
 diagnostics (docs/method.md §11) are logged to MLflow (``tracking.uri``) at ``step = round``, under the
 same names as the KFP components log them (``care_core.tracking.stage_log.stage_metrics``).

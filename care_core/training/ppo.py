@@ -77,7 +77,7 @@ class PPOSettings:
     seed: int = 0
     pad_id: int = 0
     shared_prefix: bool = (
-        True  # ``train.shared_prefix``: each prompt once per micro-batch (docs/method.md §13)
+        True  # ``train.shared_prefix``: each prompt once per micro-batch (docs/method.md §14)
     )
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -21,8 +21,13 @@ from care_core.stages.rollout import encode_requests
 
 @pytest.fixture(scope="module")
 def requests_(micro_policy, examples, recipe):
+    """Three prompts with images; the second gets 15 extra text tokens, so the others are left-padded
+    by 15+ positions (padding that a missing attention mask would let them attend to)."""
     _, processor = micro_policy
-    return encode_requests(processor, examples[:3], recipe.data, with_images=False)
+    reqs = encode_requests(processor, examples[:3], recipe.data, with_images=False)
+    longer = reqs[1].prompt_ids[:2] + [300] * 15 + reqs[1].prompt_ids[2:]
+    reqs[1] = type(reqs[1])(longer, reqs[1].mm_inputs, reqs[1].images, reqs[1].prefix_ids)
+    return reqs
 
 
 def _items(requests_, seed=0):
@@ -48,7 +53,8 @@ def test_prompt_runs_group_consecutive_equal_prompts(requests_):
     items += [SequenceItem(a.prompt_ids, [2], a.mm_inputs)]  # the same prompt again later: a new run
     assert prompt_runs(items) == [2, 1, 1]
     assert requests_[0].mm_inputs, "the fixture prompts carry images"
-    assert len({len(r.prompt_ids) for r in requests_}) > 1, "prompts of different lengths (left padding)"
+    lengths = sorted(len(r.prompt_ids) for r in requests_)
+    assert lengths[-1] - lengths[0] >= 15, "prompts of very different lengths (left padding)"
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
@@ -136,7 +142,7 @@ def test_prefix_decoder_hidden_states_equal_teacher_forced(micro_policy, request
     groups = engine.generate(requests_, SamplingSettings(n=3, temperature=1.0, max_new_tokens=12, seed=5))
     items = [
         SequenceItem(req.prompt_ids, s.response_ids, req.mm_inputs)
-        for req, g in zip(requests_, groups)
+        for req, g in zip(requests_, groups, strict=True)
         for s in g
     ]
     samples = [s for g in groups for s in g]
@@ -147,7 +153,13 @@ def test_prefix_decoder_hidden_states_equal_teacher_forced(micro_policy, request
     for row, s in enumerate(samples):
         assert s.hidden.shape == (lengths[row], whole.response_hidden.shape[-1])
         assert (s.hidden - whole.response_hidden[row, : lengths[row]]).abs().max() < 1e-5
-        assert max(abs(x - y) for x, y in zip(s.logprobs, whole.logprobs[row].tolist())) < 1e-5
+        assert (
+            max(
+                abs(x - y)
+                for x, y in zip(s.logprobs, whole.logprobs[row, : lengths[row]].tolist(), strict=True)
+            )
+            < 1e-5
+        )
     spans = [[1, max(2, n - 1)] for n in lengths]
     a = think_embeddings([s.hidden for s in samples], lengths, spans)
     b = think_embeddings(whole.response_hidden, lengths, spans)

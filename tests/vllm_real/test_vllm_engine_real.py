@@ -360,3 +360,56 @@ def test_care_evaluate_with_vllm(env, hf_policy, tmp_path):
             continue
         agrees, _ = greedy_agrees(model, SequenceItem(req.prompt_ids, response, mm), suppress=suppress)
         assert agrees, p
+
+
+def test_care_train_keeps_one_vllm_engine_and_syncs_it(env, tmp_path, monkeypatch, record_property):
+    """``care train`` with ``rollout.engine=vllm`` builds one engine for the whole run and pushes the
+    policy into it after every update: round 2's rollouts (tokens and vLLM log-probs) equal those of
+    an engine built fresh on round 1's checkpoint."""
+    import pyarrow.parquet as pq
+
+    from care_core.rollout import vllm_engine
+    from care_core.stages.resident import ADVANTAGES_FILE, ResidentRun
+    from care_core.stages.train import run_train
+
+    built = []
+    original = vllm_engine.VLLMEngine.__init__
+
+    def counting(self, *args, **kwargs):
+        built.append(args[0])
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(vllm_engine.VLLMEngine, "__init__", counting)
+    overrides = json.loads(json.dumps(env["overrides"]))
+    overrides["algorithm"] = {"name": "grpo"}  # no RGR: the rows are exactly the engine's samples
+    overrides["train"].update(
+        {"rounds": 2, "output_dir": str(tmp_path / "runs"), "sft": {"enable": False}, "prompts_per_round": 3}
+    )
+    overrides.update(
+        {
+            "eval": {"benchmarks": []},
+            "tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db", "experiment": "vllm-warm"},
+            "storage": {"artifact_root": str(tmp_path / "artifacts")},
+        }
+    )
+    recipe = build_recipe(overrides)
+    summary = run_train(recipe)
+    assert len(built) == 1, f"care train built {len(built)} vLLM engines for 2 rounds"
+    run_dir = Path(summary["run_dir"])
+    warm_rows = pq.read_table(run_dir / "rounds" / "round_0002" / ADVANTAGES_FILE).to_pylist()
+
+    fresh = ResidentRun(recipe, run_dir / "data", str(run_dir / "rounds" / "round_0001" / "policy"),
+                        env["model_dir"], str(run_dir / "rounds" / "round_0001" / "policy" / "trainer_state"))  # fmt: skip
+    try:
+        fresh.run_round(2)
+        start_s = fresh.engine.start_seconds
+    finally:
+        fresh.close()
+    assert len(built) == 2
+    fresh_rows = fresh.last_table.to_pylist()
+    assert [r["response_ids"] for r in warm_rows] == [r["response_ids"] for r in fresh_rows]
+    diff = abs_diffs([r["old_logprobs"] for r in warm_rows], [r["old_logprobs"] for r in fresh_rows])
+    assert float(diff.max()) <= 1e-6
+    round_s = [r["perf/round_s"] for r in summary["rounds"]]
+    record_property("care_train_vllm", json.dumps({"round_s": round_s, "fresh_engine_start_s": start_s}))
+    print(f"care train with one vLLM engine: rounds {round_s} s; a fresh engine starts in {start_s:.1f} s")
