@@ -7,18 +7,44 @@ what a rollout needs: one forward per step over the unfinished batch, the proces
 asks for (suppressed vision tokens, temperature, top-k, top-p, in ``generate``'s order), a draw,
 the log-prob of the drawn token under the raw logits at ``logprob_temperature``, and, when asked,
 each response token's last-layer hidden state (the input of CARE's think-span embeddings, so no
-second forward is needed).
+second forward is needed). The key/value cache grows in place in buffers sized for the whole
+response (``BufferedLayer``), not by concatenation.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from transformers.cache_utils import DynamicLayer
 
 from care_core.models.shared_prefix import encode_prompts_once, run_after_prompts
 from care_core.rollout.base import GenerationRequest, Sample, SamplingSettings
+
+
+class BufferedLayer(DynamicLayer):
+    """A ``DynamicLayer`` whose keys/values grow inside one buffer allocated up front: a decoding
+    step writes its key/value in place instead of concatenating (copying) the whole cache."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, extra: int):
+        super().__init__()
+        self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
+        batch, heads, length, _ = keys.shape
+        self._k = keys.new_empty(batch, heads, length + extra, keys.shape[-1])
+        self._v = values.new_empty(batch, heads, length + extra, values.shape[-1])
+        self._k[:, :, :length], self._v[:, :, :length] = keys, values
+        self._n = length
+        self.keys, self.values = self._k[:, :, :length], self._v[:, :, :length]
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):  # noqa: ANN201
+        n = key_states.shape[-2]
+        self._k[:, :, self._n : self._n + n] = key_states
+        self._v[:, :, self._n : self._n + n] = value_states
+        self._n += n
+        self.keys, self.values = self._k[:, :, : self._n], self._v[:, :, : self._n]
+        return self.keys, self.values
 
 
 def filter_logits(scores: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
@@ -54,6 +80,9 @@ def sample_from_prompts(
         [r.mm_inputs for r in requests],
         pad_id,
     ).repeat([settings.n] * len(requests))
+    prompts.cache.layers = [
+        BufferedLayer(lay.keys, lay.values, settings.max_new_tokens + 1) for lay in prompts.cache.layers
+    ]
     head = getattr(model, "module", model).lm_head
     device = prompts.mask.device
     rows = prompts.mask.shape[0]
