@@ -27,6 +27,8 @@ def _recipe(backend: str, stage: int = 2):
                 "prompts_per_round": 2,
                 "rounds": 1,
                 "distributed": {"backend": backend, "zero_stage": stage, "procs_per_node": 2},
+                # DeepSpeed runs whole sequences: the plain reference does the same computation
+                "shared_prefix": False,
             },
         }
     )

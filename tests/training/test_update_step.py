@@ -79,7 +79,11 @@ def test_kl_zero_when_policy_is_reference(micro_dir, micro_policy, tmp_path):
     assert m2["actor/kl"] > 0.0
 
 
-def test_micro_batching_equals_one_big_batch(micro_dir, micro_policy, tmp_path):
+@pytest.mark.parametrize(("shared_prefix", "tol"), [(False, 1e-6), (True, 1e-5)])
+def test_micro_batching_equals_one_big_batch(micro_dir, micro_policy, tmp_path, shared_prefix, tol):
+    """Accumulated micro-batches equal one batch. With ``train.shared_prefix`` a micro-batch of one
+    row and one of four run the shared prompt's gradient sum in another order: float rounding only
+    (lr 1e-3 Adam steps differ by ~2e-6)."""
     model, processor = micro_policy
     specs = [
         ("<think>a b</think><answer>1</answer>", 1.0, "anchor"),
@@ -92,7 +96,10 @@ def test_micro_batching_equals_one_big_batch(micro_dir, micro_policy, tmp_path):
     outs = {}
     for micro in (1, 4):
         outs[micro] = run_update(
-            _recipe(micro_batch_size=micro), micro_dir, tmp_path / "adv.parquet", tmp_path / f"m{micro}"
+            _recipe(micro_batch_size=micro, shared_prefix=shared_prefix),
+            micro_dir,
+            tmp_path / "adv.parquet",
+            tmp_path / f"m{micro}",
         )
     assert outs[1]["actor/loss"] == pytest.approx(outs[4]["actor/loss"], abs=1e-6)
     assert outs[1]["actor/grad_norm"] == pytest.approx(outs[4]["actor/grad_norm"], rel=1e-5)
@@ -102,7 +109,7 @@ def test_micro_batching_equals_one_big_batch(micro_dir, micro_policy, tmp_path):
         (x - y).abs().max().item()
         for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
     )
-    assert diff < 1e-6
+    assert diff < tol
 
 
 def test_optimizer_state_continues_across_rounds(micro_dir, micro_policy, tmp_path):
