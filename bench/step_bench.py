@@ -17,8 +17,9 @@ model), no gradient checkpointing, one untimed warm-up step. Measured, in one ru
 Prints medians and best steps, the split into rollout (of which generation and CARE's embeddings),
 reference log-probs, advantage and update, and the ratios (>1: ours faster):
 ``TRL / care train``, ``per-stage / care train`` (target <= 1.3) and CARE's extra cost: embeddings
-+ hard-negative mining (the CARE advantage step minus GRPO's) + region weights, as a share of the
-CARE step (target <= 3%).
+(span means of the decoder's hidden states, plus the decoding time of keeping them) + hard-negative
+mining (the CARE advantage step minus GRPO's) + region weights, as a share of the CARE step
+(target <= 3%).
 
     .venv/bin/pip install -e '.[bench]'     # trl==1.16.0
     .venv/bin/python bench/step_bench.py [--prompts 4] [--g 8] [--max-new-tokens 64] [--steps 5]
@@ -162,6 +163,31 @@ def region_weight_seconds(s: StepSettings, repeats: int = 20) -> float:
     return statistics.median(times)
 
 
+def hidden_state_seconds(
+    model_path: str, rows: list[dict[str, Any]], s: StepSettings, repeats: int = 5
+) -> float:
+    """Median extra decoding time of keeping every response token's hidden state (CARE's embedding
+    input) on one step's prompts: the same requests and seeds decoded with and without it."""
+    from care_core.config import build_recipe
+    from care_core.models import load_policy
+    from care_core.rollout import HFEngine, SamplingSettings
+    from care_core.stages.rollout import encode_requests
+
+    model, processor = load_policy(model_path)
+    data = build_recipe({}).data
+    requests = encode_requests(processor, rows[: s.prompts], data, with_images=False)
+    deltas = []
+    for i in range(repeats):
+        times = {}
+        for keep in (False, True):
+            engine = HFEngine(model, processor, batch_size=s.prompts, show_progress=False, with_hidden=keep)
+            t0 = time.perf_counter()
+            engine.generate(requests, SamplingSettings(n=s.g, max_new_tokens=s.max_new_tokens, seed=i))
+            times[keep] = time.perf_counter() - t0
+        deltas.append(times[True] - times[False])
+    return statistics.median(deltas)
+
+
 def summarise(steps: list[dict[str, float]]) -> dict[str, Any]:
     out: dict[str, Any] = {k: statistics.median(x[k] for x in steps) for k in STEP_KEYS}
     out["step_s_min"] = min(x["step_s"] for x in steps)
@@ -224,16 +250,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 print(line(f"per-stage path / {algo}", m))
         care, grpo = numbers["train/care"], numbers["train/grpo"]
         region_s = region_weight_seconds(s)
-        extra = care["embed_s"] + max(0.0, care["advantage_s"] - grpo["advantage_s"]) + region_s
+        hidden_s = max(0.0, hidden_state_seconds(model_path, rows, s))
+        extra = care["embed_s"] + hidden_s + max(0.0, care["advantage_s"] - grpo["advantage_s"]) + region_s
         numbers["care_extra"] = {
             "embed_s": care["embed_s"],
+            "hidden_states_s": hidden_s,
             "mining_s": care["advantage_s"] - grpo["advantage_s"],
             "region_s": region_s,
             "total_s": extra,
             "share_of_care_step": extra / care["step_s"],
         }
         print(
-            f"CARE extra cost: embeddings {care['embed_s'] * 1e3:.1f} ms + mining {numbers['care_extra']['mining_s'] * 1e3:.1f} ms "
+            f"CARE extra cost: embeddings {care['embed_s'] * 1e3:.1f} ms + keeping hidden states {hidden_s * 1e3:.1f} ms + mining {numbers['care_extra']['mining_s'] * 1e3:.1f} ms "
             f"+ region weights {region_s * 1e3:.2f} ms = {extra * 1e3:.1f} ms = {100 * extra / care['step_s']:.2f}% of the CARE step"
         )
         if not args.no_per_stage:
