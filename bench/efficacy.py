@@ -466,7 +466,7 @@ def plot_curves(results: list[dict[str, Any]], arms: list[str], path: Path) -> N
     plt.close(fig)
 
 
-DIAG_KEYS = (  # care_method §11: the per-round diagnostics, by substring of the logged metric names
+DIAG_KEYS = (  # docs/method.md §11: the per-round diagnostics, by substring of the logged metric names
     "reward/mean",
     "accuracy/mean",
     "format/mean",

@@ -15,7 +15,7 @@ from care_core.config import Recipe, load_recipe
 from care_core.errors import describe
 from care_core.tracking.redact import install_log_redaction, redact
 
-DEMO_RECIPE = "recipes/tiny-care.yaml"
+DEMO_RECIPE = "recipes/tiny-demo.yaml"
 
 
 def _recipe(args: argparse.Namespace) -> Recipe:

@@ -409,7 +409,9 @@ class TrainConfig:
     """``care train``: ``auto`` (continue the run folder's last finished round), ``never``, or a checkpoint
     path."""
     eval_every: int = 0
-    """Rounds between evaluations in ``care train`` (0: only at the end)."""
+    """Rounds between held-out evaluations in ``care train`` and in the pipeline (0: only at the end). In the
+    pipeline an ``evaluate`` step also scores the SFT start (round 0), so the run's learning curve has
+    ``eval/...`` points at rounds 0, k, 2k, ... and the end."""
     save_every: int = 1
     """``care train``: rounds between committed checkpoints (policy, optimizer, RNG). The last round
     and evaluated rounds are always committed; a resumed run repeats the rounds after the last commit."""

@@ -32,3 +32,30 @@ def evaluate(
         step=recipe.train.rounds, kfp_metrics=metrics, final=True,
         report_files=[os.path.join(results.path, name) for name in ("results.md", "results.json")],
     )  # fmt: skip
+
+
+def evaluate_curve(
+    recipe_yaml: str,
+    kfp_run_id: str,
+    data: Input[Dataset],
+    round_index: int,
+    metrics: Output[Metrics],
+    model: Input[Model] = None,
+) -> str:
+    """A learning-curve point (``train.eval_every``): the held-out evaluation of the policy after
+    ``round_index`` rounds (0: the SFT start), logged at that step; publishes nothing and leaves the
+    MLflow run open for the final ``evaluate``."""
+    import tempfile
+
+    import yaml
+
+    from care_core.config import recipe_from_dict
+    from care_core.stages.evaluate import run_evaluate
+    from care_core.tracking.stage_log import record_stage
+
+    recipe = recipe_from_dict(yaml.safe_load(recipe_yaml), origin="recipe_yaml")
+    with tempfile.TemporaryDirectory() as out:
+        result = run_evaluate(recipe, model.path if model else None, out, data.path)
+    return record_stage(
+        recipe, "evaluate", result, {}, kfp_run_id=kfp_run_id, step=int(round_index), kfp_metrics=metrics
+    )

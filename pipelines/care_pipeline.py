@@ -153,6 +153,8 @@ def build_pipeline(
         return kube.gpu_image if kube.gpus.get(stage, 0) > 0 else kube.image
 
     comps = {stage: make_component(stage, image(stage)) for stage in stages}
+    if "evaluate" in stages and recipe.train.eval_every and rounds:
+        comps["evaluate_curve"] = make_component("evaluate_curve", image("evaluate"))
     retraining = _retraining(recipe, stages, use_sft or rounds > 0)
     if retraining:
         comps.update({step: make_component(step, kube.image) for step in ("plan", "register")})
@@ -201,6 +203,22 @@ def build_pipeline(
             policy = add("sft", "sft", data=data, **init).outputs["model"] if use_sft else None
             reference = policy
             state = None
+            every = recipe.train.eval_every if "evaluate" in stages and rounds else 0
+
+            curve_evals: list[dsl.PipelineTask] = []
+
+            def eval_at(step: int) -> None:  # a learning-curve point: held-out accuracy after `step` rounds
+                model = {"model": policy} if policy is not None else {}
+                task = comps["evaluate_curve"](recipe_yaml=recipe_yaml, kfp_run_id=run_id, data=data,
+                                               round_index=step, **model)  # fmt: skip
+                task.set_display_name(f"evaluate round {step}").set_caching_options(False)
+                if platform:
+                    _apply_platform(task, "evaluate", recipe, workspace)
+                tasks.append(task)
+                curve_evals.append(task)
+
+            if every and policy is not None:
+                eval_at(0)
             for r in range(rounds):
                 maybe_model = {"model": policy} if policy is not None else {}
                 ro = add("rollout", f"round {r}: rollout", round_index=r, data=data, **maybe_model)
@@ -216,10 +234,14 @@ def build_pipeline(
                     "update", f"round {r}: update", round_index=r, rollouts=adv.outputs["scored"], **extra
                 )
                 policy = state = up.outputs["updated"]
+                if every and (r + 1) % every == 0 and r + 1 < rounds:
+                    eval_at(r + 1)
             if "evaluate" in stages:
                 ev = add(
                     "evaluate", "evaluate", data=data, **({"model": policy} if policy is not None else {})
                 )
+                if curve_evals:  # the final evaluate finishes the MLflow run: after every curve point
+                    ev.after(*curve_evals)
             if plan is not None:
                 add(
                     "register",

@@ -183,6 +183,10 @@ def _summarise(recipe: Recipe, mlflow_run_id: str) -> dict[str, Any]:
         k[len("artifact.") :]: v for k, v in sorted(run.data.tags.items()) if k.startswith("artifact.")
     }
     eval_metrics = {k: v for k, v in run.data.metrics.items() if k.startswith("eval/")}
+    curves = {}  # the learning curve: held-out accuracy per evaluated round, training reward per round
+    for key in ("eval/macro_avg", "reward/mean", "accuracy/mean"):
+        history = tracker.client.get_metric_history(mlflow_run_id, key) if key in run.data.metrics else []
+        curves[key] = sorted({int(m.step): float(m.value) for m in history}.items())
     table = ""
     results_dir = artifacts.get("eval")
     if results_dir and not is_s3(results_dir) and (Path(results_dir) / "results.md").is_file():
@@ -203,6 +207,7 @@ def _summarise(recipe: Recipe, mlflow_run_id: str) -> dict[str, Any]:
         "artifact_root": recipe.storage.artifact_root,
         "artifacts": artifacts,
         "eval": eval_metrics,
+        "curves": curves,
         "eval_table": table,
     }
 
@@ -218,6 +223,26 @@ def _where_to_look(summary: dict[str, Any]) -> str:
         f"  Artifacts ({summary['artifact_root'] if is_s3(summary['artifact_root']) else 'in the KFP pipeline root'}):",
         *[f"    {name}: {uri}" for name, uri in summary["artifacts"].items()],
     ]
+    lines += learning_lines(summary.get("curves") or {})
     if summary["eval_table"]:
         lines += ["", summary["eval_table"]]
     return "\n".join(lines)
+
+
+def learning_lines(curves: dict[str, list[tuple[int, float]]]) -> list[str]:
+    """The run's learning in two or three lines: held-out accuracy at each evaluated round (round 0 is
+    the SFT start when ``train.eval_every`` is set), the training reward per round, and before -> after."""
+    lines = []
+    held_out, reward = curves.get("eval/macro_avg") or [], curves.get("reward/mean") or []
+    if len(held_out) > 1:
+        points = "  ".join(f"r{step}: {100 * v:.1f}%" for step, v in held_out)
+        lines.append(f"  Held-out accuracy by round: {points}")
+    if reward:
+        lines.append("  Training reward by round:   " + "  ".join(f"r{step}: {v:.3f}" for step, v in reward))
+    if len(held_out) > 1:
+        (_, before), (_, after) = held_out[0], held_out[-1]
+        lines.append(
+            f"  Before RL (round 0) -> after (round {held_out[-1][0]}): {100 * before:.1f}% -> {100 * after:.1f}% "
+            f"held-out accuracy ({100 * (after - before):+.1f} points)"
+        )
+    return lines

@@ -4,8 +4,8 @@ Every recipe leaf becomes one pipeline parameter named by its dotted key with ``
 (``algorithm.care.K`` -> ``algorithm__care__K``), typed from its value, defaulting to the recipe's
 value, so the KFP UI shows a form. Lists (sources, benchmarks, betas) are JSON list parameters;
 ``None`` values are string parameters holding YAML (``null``). Values fixed at compile time are not
-parameters: ``train.rounds`` (rounds are unrolled), ``train.sft.enable`` (the SFT step exists or not)
-and ``kubernetes.*`` (platform settings).
+parameters: ``train.rounds`` (rounds are unrolled), ``train.sft.enable`` (the SFT step exists or not),
+``train.eval_every`` (the intermediate evaluate steps) and ``kubernetes.*`` (platform settings).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import yaml
 
 from care_core.config import Recipe, build_recipe, flatten, recipe_to_dict, recipe_to_yaml
 
-COMPILE_TIME_KEYS = ("train.rounds", "train.sft.enable")
+COMPILE_TIME_KEYS = ("train.rounds", "train.sft.enable", "train.eval_every")
 COMPILE_TIME_PREFIXES = ("kubernetes.",)
 _RENAMED = {"name": "recipe_name"}
 

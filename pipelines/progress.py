@@ -40,6 +40,8 @@ def step_label(task: str) -> str:
     match = _ROUND_TASK.match(task)
     if match:
         return f"round {int(match.group(2) or 1) - 1}: {match.group(1)}"
+    if re.fullmatch(r"evaluate-curve(-\d+)?", task):  # train.eval_every's held-out learning-curve points
+        return "evaluate (curve point)"
     return task.replace("-", " ")
 
 

@@ -120,7 +120,8 @@ def test_parameters_are_the_recipe_with_defaults(compiled, cluster_recipe):
     expected = {
         param_name(k)
         for k in flat
-        if k not in ("train.rounds", "train.sft.enable") and not k.startswith("kubernetes.")
+        if k not in ("train.rounds", "train.sft.enable", "train.eval_every")
+        and not k.startswith("kubernetes.")
     }
     assert set(params) == expected
 
