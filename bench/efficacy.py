@@ -543,6 +543,20 @@ def comparison(results: list[dict[str, Any]], sft_acc: float, arms: list[str]) -
     return {"arms": per_arm, "paired": paired}
 
 
+def targets(ceiling: float, sft_acc: float, swapped: float, comp: dict[str, Any]) -> dict[str, bool | None]:
+    """Issue 11's bars: SFT >= ceiling + 15 points, swapped <= ceiling + 3, SFT in 35-65%, and GRPO and
+    CARE each above the SFT start by >= 2 standard errors (None: arm not run)."""
+    out: dict[str, bool | None] = {
+        "sft_at_least_ceiling_plus_15": sft_acc >= ceiling + 0.15,
+        "swapped_at_most_ceiling_plus_3": swapped <= ceiling + 0.03,
+        "sft_in_35_65": 0.35 <= sft_acc <= 0.65,
+    }
+    for arm in ("grpo", "care"):
+        a = comp["arms"].get(arm)
+        out[f"{arm}_above_sft_by_2se"] = None if a is None else bool(a["above_sft_by_2se"])
+    return out
+
+
 def _git_commit() -> str | None:
     import subprocess
 
@@ -724,6 +738,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "seeds": args.seeds,
         **comp,
         "curves": {f"{r['arm']}-seed{r['seed']}": r["curve"] for r in results},
+        "targets": targets(ceiling, sft_acc, sft_swapped, comp),
         "rgr_repair": rgr,
         "diagnostics": diagnostics(results, args.arms),
         "wall_s": {"train": train_wall, "rgr_test": rgr_wall, "total_excluding_sft": wall, "jobs": args.jobs},

@@ -184,9 +184,15 @@ def _summarise(recipe: Recipe, mlflow_run_id: str) -> dict[str, Any]:
     }
     eval_metrics = {k: v for k, v in run.data.metrics.items() if k.startswith("eval/")}
     curves = {}  # the learning curve: held-out accuracy per evaluated round, training reward per round
-    for key in ("eval/macro_avg", "reward/mean", "accuracy/mean"):
+    per_bench = sorted(
+        k for k in run.data.metrics if k.startswith("eval/") and k.count("/") == 2 and k.endswith("/accuracy")
+    )
+    held_out = (
+        "eval/macro_avg" if "eval/macro_avg" in run.data.metrics or len(per_bench) != 1 else per_bench[0]
+    )
+    for name, key in (("held_out", held_out), ("reward", "reward/mean")):
         history = tracker.client.get_metric_history(mlflow_run_id, key) if key in run.data.metrics else []
-        curves[key] = sorted({int(m.step): float(m.value) for m in history}.items())
+        curves[name] = sorted({int(m.step): float(m.value) for m in history}.items())
     table = ""
     results_dir = artifacts.get("eval")
     if results_dir and not is_s3(results_dir) and (Path(results_dir) / "results.md").is_file():
@@ -230,10 +236,11 @@ def _where_to_look(summary: dict[str, Any]) -> str:
 
 
 def learning_lines(curves: dict[str, list[tuple[int, float]]]) -> list[str]:
-    """The run's learning in two or three lines: held-out accuracy at each evaluated round (round 0 is
-    the SFT start when ``train.eval_every`` is set), the training reward per round, and before -> after."""
+    """The run's learning in two or three lines: held-out accuracy (``held_out``: the macro average, or the
+    one benchmark's accuracy) at each evaluated round (round 0 is the SFT start when
+    ``train.eval_every`` is set), the training reward per round (``reward``), and before -> after."""
     lines = []
-    held_out, reward = curves.get("eval/macro_avg") or [], curves.get("reward/mean") or []
+    held_out, reward = curves.get("held_out") or [], curves.get("reward") or []
     if len(held_out) > 1:
         points = "  ".join(f"r{step}: {100 * v:.1f}%" for step, v in held_out)
         lines.append(f"  Held-out accuracy by round: {points}")

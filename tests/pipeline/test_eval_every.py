@@ -38,7 +38,7 @@ def test_curve_point_steps_are_labelled():
 
 
 def test_learning_lines_before_and_after():
-    curves = {"eval/macro_avg": [(0, 0.40), (2, 0.45), (4, 0.5)], "reward/mean": [(1, 0.3), (2, 0.35)]}
+    curves = {"held_out": [(0, 0.40), (2, 0.45), (4, 0.5)], "reward": [(1, 0.3), (2, 0.35)]}
     lines = learning_lines(curves)
     assert lines[0] == "  Held-out accuracy by round: r0: 40.0%  r2: 45.0%  r4: 50.0%"
     assert lines[1] == "  Training reward by round:   r1: 0.300  r2: 0.350"
@@ -46,4 +46,4 @@ def test_learning_lines_before_and_after():
         lines[2].startswith("  Before RL (round 0) -> after (round 4): 40.0% -> 50.0%")
         and "+10.0 points" in lines[2]
     )
-    assert learning_lines({"eval/macro_avg": [(3, 0.5)]}) == []  # one point: no curve, no before/after
+    assert learning_lines({"held_out": [(3, 0.5)]}) == []  # one point: no curve, no before/after
