@@ -3,7 +3,7 @@
 The named baseline is TRL 1.16 ``GRPOTrainer`` (``bench/trl_baseline.py``). All three sides use the
 same tiny offline VLM folder, synthetic prompts (system prompt + image + problem), P prompts x G
 samples of at most ``--max-new-tokens`` tokens at temperature 1, one AdamW step over all P x G
-sequences (lr 5e-5, clip 0.2/0.3, grad clip 1.0), **KL on** (k3, beta 0.04, a frozen reference
+sequences in one micro-batch, as TRL does (CARE's RGR rows included) (lr 5e-5, clip 0.2/0.3, grad clip 1.0), **KL on** (k3, beta 0.04, a frozen reference
 model), no gradient checkpointing, one untimed warm-up step. Measured, in one run:
 
 - ``care train`` in process (``care_core.stages.train.run_train``: ``stages/resident.py`` keeps the
@@ -70,7 +70,8 @@ def our_recipe(model_path: str, algo: str, s: StepSettings, work: Path) -> Any:
                 "rounds": s.steps + 1,
                 "prompts_per_round": s.prompts,
                 "mini_batch_size": s.prompts,
-                "micro_batch_size": s.prompts * s.g,
+                "micro_batch_size": s.prompts
+                * (s.g + 1),  # the whole step in one micro-batch (CARE adds <= 1 RGR row per group)
                 "seed": s.seed,
                 "output_dir": str(work),
                 "save_every": s.steps + 1,
