@@ -57,3 +57,18 @@ def ratio_line(name: str, ours: float, baseline_name: str, baseline: float, high
     """``name: X vs baseline Y -> ratio R (>1: ours better)``."""
     ratio = (ours / baseline) if higher_is_better else (baseline / ours)
     return f"{name}: {ours:.4g} vs {baseline_name} {baseline:.4g} -> {ratio:.2f}x {'(ours faster)' if ratio > 1 else '(baseline faster)'}"
+
+
+def step_parser(doc: str | None, prompts: int = 4, g: int = 8, max_new_tokens: int | None = 64) -> Any:
+    """The argument parser every RL-step bench starts from: ``--preset --prompts --g
+    [--max-new-tokens] --json`` (each script adds its own options)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="tiny", help="tiny-model preset (micro | tiny | small)")
+    parser.add_argument("--prompts", type=int, default=prompts)
+    parser.add_argument("--g", type=int, default=g)
+    if max_new_tokens is not None:
+        parser.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
+    parser.add_argument("--json", help="write the numbers to this file")
+    return parser

@@ -27,7 +27,6 @@ mining (the CARE advantage step minus GRPO's) + region weights, as a share of th
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import shutil
@@ -41,7 +40,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import banner  # noqa: E402
+from _common import banner, step_parser  # noqa: E402
 from trl_baseline import StepSettings, run_trl_grpo  # noqa: E402
 
 
@@ -205,16 +204,9 @@ def line(label: str, m: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--preset", default="tiny")
-    parser.add_argument("--prompts", type=int, default=4)
-    parser.add_argument("--g", type=int, default=8)
-    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser = step_parser(__doc__)
     parser.add_argument("--steps", type=int, default=5, help="timed steps (one more untimed warm-up)")
     parser.add_argument("--no-per-stage", action="store_true", help="skip the per-stage path")
-    parser.add_argument("--json", help="write the numbers to this file")
     args = parser.parse_args(argv)
     s = StepSettings(prompts=args.prompts, g=args.g, max_new_tokens=args.max_new_tokens, steps=args.steps)
     info = banner(

@@ -11,7 +11,6 @@ step's loss on each side (the paths must agree). Baseline: the plain path, in th
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -22,7 +21,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import banner, median  # noqa: E402
+from _common import banner, median, step_parser  # noqa: E402
 
 BACKENDS = (
     ("plain", {"backend": "plain"}),
@@ -52,14 +51,8 @@ def recipe_for(preset: str, prompts: int, g: int, distributed: dict[str, Any]) -
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--preset", default="tiny")
-    parser.add_argument("--prompts", type=int, default=8)
-    parser.add_argument("--g", type=int, default=8)
+    parser = step_parser(__doc__, prompts=8, max_new_tokens=None)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--json")
     args = parser.parse_args(argv)
     info = banner("update stage: DeepSpeed ZeRO (2 CPU ranks) vs plain PyTorch", "deepspeed")
 

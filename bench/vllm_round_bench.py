@@ -23,7 +23,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import banner  # noqa: E402
+from _common import banner, step_parser  # noqa: E402
 
 
 def recipe_for(args: argparse.Namespace, work: Path) -> Any:
@@ -60,15 +60,8 @@ def recipe_for(args: argparse.Namespace, work: Path) -> Any:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--preset", default="tiny")
+    parser = step_parser(__doc__)
     parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--prompts", type=int, default=4)
-    parser.add_argument("--g", type=int, default=8)
-    parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--json")
     args = parser.parse_args(argv)
     info = banner("vLLM rounds: one warm engine + weight sync vs a fresh engine per round", "vllm")
 
