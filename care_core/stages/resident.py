@@ -35,20 +35,20 @@ from care_core.schema import ROLLOUT_SCHEMA, conform, read_examples
 from care_core.stages.advantage import compute_advantages
 from care_core.stages.rollout import (
     HIDDEN,
-    _Context,
-    _RowBuilder,
+    RoundContext,
+    RowBuilder,
     check_rollout_inputs,
     collect_rollouts,
     rollout_rows,
 )
 from care_core.stages.update import (
     TRAINER_STATE,
-    _metrics,
-    _save_model,
     configure_trainable,
     load_reference,
     prepare_rows,
+    save_model,
     total_optimizer_steps,
+    update_metrics,
 )
 from care_core.training.optim import (
     build_optimizer,
@@ -110,7 +110,7 @@ class ResidentRun:
             recipe.train.seed,
             with_hidden=self.spec.needs_embeddings,
         )
-        self.builder = _RowBuilder(self.processor, recipe)
+        self.builder = RowBuilder(self.processor, recipe)
         self.requests: dict[int, Any] = {}
         self.last_table: pa.Table | None = None
 
@@ -118,7 +118,7 @@ class ResidentRun:
         """Rollout -> advantage -> update of round ``round_index``; returns the three steps' metrics
         (named as the stage functions name them)."""
         self.model.eval()
-        ctx = _Context(self.recipe, self.spec, self.model, self.processor, self.engine, self.builder, self.examples,
+        ctx = RoundContext(self.recipe, self.spec, self.model, self.processor, self.engine, self.builder, self.examples,
                        self.train_path, round_index, self.pad_id, request_cache=self.requests)  # fmt: skip
         groups, rgr_rows, m_roll = collect_rollouts(ctx)
         rows = rollout_rows(groups, rgr_rows)
@@ -146,13 +146,13 @@ class ResidentRun:
         self.global_step += n_steps
         train_s = time.perf_counter() - t2
         self.engine.sync_weights(self.model)  # vLLM: push the new weights; hf: the same module
-        m_upd = _metrics(history, prep, train_s, train_rows, self.global_step, backend="plain")
+        m_upd = update_metrics(history, prep, train_s, train_rows, self.global_step, backend="plain")
         m_upd["perf/update_stage_s"] = time.perf_counter() - t1
         return m_roll, m_adv, m_upd
 
     def save(self, out_dir: Path) -> None:
         """Write the policy (+ processor), its optimizer state and the last round's advantage table."""
-        _save_model(self.model, self.processor, out_dir)
+        save_model(self.model, self.processor, out_dir)
         save_optim_state(out_dir / TRAINER_STATE, self.optimizer, self.scheduler, self.global_step)
         if self.last_table is not None:
             pq.write_table(self.last_table, out_dir.parent / ADVANTAGES_FILE)

@@ -92,7 +92,7 @@ class _Decoded:
     answer: tuple[int, int]
 
 
-class _RowBuilder:
+class RowBuilder:
     """Decoding, span finding and verifier scoring shared by rollout and RGR rows."""
 
     def __init__(self, processor: Any, recipe: Recipe):
@@ -137,7 +137,7 @@ def _span_len(span: tuple[int, int] | list[int]) -> int:
 
 
 def _build_group_rows(
-    builder: _RowBuilder,
+    builder: RowBuilder,
     group_id: str,
     row: dict[str, Any],
     request: GenerationRequest,
@@ -212,7 +212,7 @@ def _group_view(rows: list[dict[str, Any]]) -> GroupView:
 def run_rgr(
     model: Any,
     engine: Any,
-    builder: _RowBuilder,
+    builder: RowBuilder,
     recipe: Recipe,
     groups: list[tuple[dict[str, Any], GenerationRequest, list[dict[str, Any]]]],
     seed: int,
@@ -290,7 +290,7 @@ Group = tuple[dict[str, Any], GenerationRequest, list[dict[str, Any]]]
 
 
 @dataclass
-class _Context:
+class RoundContext:
     """What the sampling, embedding and RGR steps of one round share."""
 
     recipe: Recipe
@@ -298,7 +298,7 @@ class _Context:
     model: Any
     processor: Any
     engine: Any
-    builder: _RowBuilder
+    builder: RowBuilder
     examples: list[dict[str, Any]]
     train_path: Path
     round_index: int
@@ -325,7 +325,7 @@ def _kinds(groups: list[Group], positive_rule: str) -> list[str]:
                             [[r["accuracy"] for r in rows] for _, _, rows in groups], positive_rule)  # fmt: skip
 
 
-def sample_groups(ctx: _Context) -> tuple[list[Group], dict[str, float]]:
+def sample_groups(ctx: RoundContext) -> tuple[list[Group], dict[str, float]]:
     """Draw ``train.prompts_per_round`` prompts, decode ``rollout.n`` samples each and score them.
 
     With ``algorithm.dynamic_sampling.enable`` (DAPO) this goes through
@@ -382,7 +382,7 @@ def sample_groups(ctx: _Context) -> tuple[list[Group], dict[str, float]]:
     }
 
 
-def embed_groups(ctx: _Context, groups: list[Group]) -> None:
+def embed_groups(ctx: RoundContext, groups: list[Group]) -> None:
     """Think-span embeddings of every rollout row when the algorithm needs them (CARE's hard-negative
     selection): from the hidden states the engine kept while decoding (``hf`` prefix loop), else by
     one teacher-forced forward. Otherwise the rows get empty ``embedding`` lists and nothing runs."""
@@ -439,7 +439,7 @@ def check_rollout_inputs(recipe: Recipe, model_path: str, train_path: Path, n_ro
         )
 
 
-def collect_rollouts(ctx: _Context) -> tuple[list[Group], list[dict[str, Any]], dict[str, float]]:
+def collect_rollouts(ctx: RoundContext) -> tuple[list[Group], list[dict[str, Any]], dict[str, float]]:
     """One round on an open engine: sample and score, embed, RGR; returns (groups, RGR rows, the
     round's rollout diagnostics). The engine stays open (``care train`` keeps it across rounds)."""
     recipe, spec, engine = ctx.recipe, ctx.spec, ctx.engine
@@ -501,7 +501,7 @@ def run_rollout(
         recipe.train.seed,
         with_hidden=spec.needs_embeddings,
     )
-    ctx = _Context(recipe, spec, model, processor, engine, _RowBuilder(processor, recipe), examples, train_path, round_index,
+    ctx = RoundContext(recipe, spec, model, processor, engine, RowBuilder(processor, recipe), examples, train_path, round_index,
                    int(processor.tokenizer.pad_token_id or 0))  # fmt: skip
     try:
         groups, rgr_rows, metrics = collect_rollouts(ctx)

@@ -200,9 +200,7 @@ def configure_trainable(model: torch.nn.Module, recipe: Recipe) -> None:
         model.config.use_cache = False
 
 
-def _save_model(
-    model: torch.nn.Module, processor: Any, out_dir: Path, state_dict: dict | None = None
-) -> None:
+def save_model(model: torch.nn.Module, processor: Any, out_dir: Path, state_dict: dict | None = None) -> None:
     """Write into the update's private staging folder (published as a whole by ``run_update``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, state_dict=state_dict)
@@ -261,9 +259,9 @@ def _plain_update(
     t0 = time.perf_counter()
     history, n_steps = train_on_rows(backend, p.rows, p.mm_for, cfg, start_step=start_step)
     train_s = time.perf_counter() - t0
-    _save_model(p.model, p.processor, out_dir)
+    save_model(p.model, p.processor, out_dir)
     save_optim_state(out_dir / TRAINER_STATE, optimizer, scheduler, start_step + n_steps)
-    return _metrics(history, p.prep, train_s, p.rows, start_step + n_steps, backend="plain")
+    return update_metrics(history, p.prep, train_s, p.rows, start_step + n_steps, backend="plain")
 
 
 def check_output_dir(out_dir: Path, inputs: dict[str, str | Path | None]) -> None:
@@ -280,7 +278,7 @@ def check_output_dir(out_dir: Path, inputs: dict[str, str | Path | None]) -> Non
             )
 
 
-def _metrics(
+def update_metrics(
     history: list[dict[str, float]],
     prep: dict[str, float],
     train_s: float,
@@ -391,10 +389,10 @@ def _deepspeed_worker(spec_path: str) -> None:
     train_s = time.perf_counter() - t0
     state_dict = backend.full_state_dict()
     if rank == 0:
-        _save_model(backend.module, p.processor, out_dir, state_dict=state_dict)
+        save_model(backend.module, p.processor, out_dir, state_dict=state_dict)
     backend.save_state(out_dir / TRAINER_STATE, start_step + n_steps)
     if rank == 0:
-        metrics = _metrics(
+        metrics = update_metrics(
             history,
             p.prep,
             train_s,

@@ -9,7 +9,7 @@ from care_core.config import build_recipe
 from care_core.models.forward import SequenceItem, pack, response_logprobs
 from care_core.rollout.base import Sample
 from care_core.rollout.hf_engine import HFEngine
-from care_core.stages.rollout import _build_group_rows, _embed_rows, _RowBuilder, encode_requests, run_rgr
+from care_core.stages.rollout import RowBuilder, _build_group_rows, _embed_rows, encode_requests, run_rgr
 
 
 def _group(processor, example, request, builder, texts, recipe):
@@ -36,7 +36,7 @@ def test_rgr_row_replaces_nearest_negative(micro_policy, examples, train_on, tmp
     )
     example = examples[0]
     request = encode_requests(processor, [example], recipe.data, with_images=False)[0]
-    builder = _RowBuilder(processor, recipe)
+    builder = RowBuilder(processor, recipe)
     right, wrong = example["answer"], "999"
     texts = [
         f"<think>w</think><answer>{wrong}</answer>",
@@ -107,7 +107,7 @@ def test_rgr_skips_groups_without_positive_or_failure(micro_policy, examples):
     recipe = build_recipe({"algorithm": {"care": {"K": 2, "M": 2, "rgr": {"max_tokens": 4}}}})
     example = examples[0]
     request = encode_requests(processor, [example], recipe.data, with_images=False)[0]
-    builder = _RowBuilder(processor, recipe)
+    builder = RowBuilder(processor, recipe)
     wrong = [f"<think>{w}</think><answer>999</answer>" for w in ("a", "b")]
     rows = _group(processor, example, request, builder, wrong, recipe)
     _embed_rows(model, rows, [request.mm_inputs] * 2, recipe, pad_id=0)

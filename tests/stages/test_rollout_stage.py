@@ -148,7 +148,7 @@ def test_dynamic_sampling_keeps_only_mixed_groups(setup, tmp_path, monkeypatch):
         acc = 1.0 if row["id"] in always or calls["n"] % 2 else 0.0
         return {"reward": acc, "accuracy": acc, "format": 0.0}
 
-    monkeypatch.setattr(rollout_stage._RowBuilder, "score", scripted)
+    monkeypatch.setattr(rollout_stage.RowBuilder, "score", scripted)
     ds = build_recipe(
         {
             **overrides,
@@ -178,7 +178,7 @@ def test_dynamic_sampling_without_informative_groups_fails_loudly(setup, tmp_pat
     from care_core.stages import rollout as rollout_stage
 
     recipe, model_dir, data, overrides = setup
-    monkeypatch.setattr(rollout_stage._RowBuilder, "score", lambda self, text, row, where: {"reward": 1.0, "accuracy": 1.0,
+    monkeypatch.setattr(rollout_stage.RowBuilder, "score", lambda self, text, row, where: {"reward": 1.0, "accuracy": 1.0,
                                                                                           "format": 1.0})  # fmt: skip
     ds = build_recipe(
         {**overrides, "algorithm": {"name": "grpo", "dynamic_sampling": {"enable": True, "max_tries": 2}}}

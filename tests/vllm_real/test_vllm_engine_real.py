@@ -205,7 +205,7 @@ def test_rgr_continuations_through_vllm(env, hf_policy):
     match HF teacher forcing on prompt + prefix; run_rgr builds its rows from those samples."""
     from care_core.rollout import GenerationRequest, SamplingSettings
     from care_core.rollout.vllm_engine import VLLMEngine
-    from care_core.stages.rollout import _RowBuilder, encode_requests, run_rgr
+    from care_core.stages.rollout import RowBuilder, encode_requests, run_rgr
 
     model, processor = hf_policy
     recipe = env["recipe"]
@@ -235,7 +235,7 @@ def test_rgr_continuations_through_vllm(env, hf_policy):
             g[0].update(accuracy=1.0, reward=1.0)
             groups.append((ex, req, g))
         rgr_rows, stats = run_rgr(
-            model, engine, _RowBuilder(processor, recipe), recipe, groups, seed=5, pad_id=0
+            model, engine, RowBuilder(processor, recipe), recipe, groups, seed=5, pad_id=0
         )
         assert stats["rgr/attempts"] == 3 and len(rgr_rows) == 3
         for r in rgr_rows:
