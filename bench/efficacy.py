@@ -196,10 +196,11 @@ def train_arm(
     data_dir: Path,
     run_dir: Path,
 ) -> dict[str, Any]:
-    """R rounds of rollout -> advantage -> update from the SFT checkpoint; evals every ``eval_every``."""
-    from care_core.stages.advantage import run_advantage
-    from care_core.stages.rollout import run_rollout
-    from care_core.stages.update import run_update
+    """R rounds of rollout -> advantage -> update from the SFT checkpoint; evals every ``eval_every``.
+
+    The rounds run in ``care_core.stages.resident.ResidentRun`` (what ``care train`` runs): policy,
+    optimizer, engine and encoded prompts stay in memory; the policy is written only to evaluate it."""
+    from care_core.stages.resident import ResidentRun
 
     final = run_dir / "final.json"
     if final.is_file():
@@ -212,42 +213,30 @@ def train_arm(
     recipe.train.seed = seed
     recipe.train.sft.enable = False
     rounds, every = recipe.train.rounds, recipe.train.eval_every or recipe.train.rounds
-    model, state = str(sft_dir), None
+    model = str(sft_dir)
     curve = [{"round": 0, "accuracy": sft_acc}]
     history: list[dict[str, float]] = []
     start = time.perf_counter()
-    if True:
+    runner = ResidentRun(recipe, data_dir, str(sft_dir), str(sft_dir), None)
+    try:
         for r in range(rounds):
-            rdir = run_dir / f"round{r:03d}"
             t0 = time.perf_counter()
-            ro = run_rollout(recipe, model, data_dir, rdir / "rollouts.parquet", r)
-            t1 = time.perf_counter()
-            adv = run_advantage(recipe, rdir / "rollouts.parquet", rdir / "advantages.parquet")
-            t2 = time.perf_counter()
-            up = run_update(
-                recipe,
-                model,
-                rdir / "advantages.parquet",
-                rdir / "model",
-                reference_path=str(sft_dir),
-                state_dir=state,
-            )
+            ro, adv, up = runner.run_round(r)
             t3 = time.perf_counter()
-            if model != str(sft_dir):
-                shutil.rmtree(Path(model), ignore_errors=True)  # keep only the newest round's weights
-            for f in ("rollouts.parquet", "advantages.parquet"):
-                (rdir / f).unlink(missing_ok=True)
-            model, state = str(rdir / "model"), str(rdir / "model")
             row = {
                 **_numeric(ro, "rollout/"),
                 **_numeric(adv["metrics"], "advantage/"),
                 **_numeric(up, "update/"),
-                "time/rollout_s": t1 - t0,
-                "time/advantage_s": t2 - t1,
-                "time/update_s": t3 - t2,
+                "time/rollout_s": float(ro.get("perf/rollout_s", math.nan)),
+                "time/advantage_s": float(adv["metrics"].get("perf/advantage_stage_s", math.nan)),
+                "time/update_s": float(up.get("perf/update_stage_s", math.nan)),
                 "round": float(r + 1),
             }
             if (r + 1) % every == 0 or r + 1 == rounds:
+                if model != str(sft_dir):
+                    shutil.rmtree(Path(model), ignore_errors=True)  # keep only the newest weights
+                model = str(run_dir / f"model-r{r + 1:03d}")
+                runner.save(Path(model))
                 ev = evaluate(recipe, model, run_dir / f"eval-r{r + 1:03d}", data_dir)
                 acc = ev["metrics"]["eval/synthetic/accuracy"]
                 curve.append({"round": r + 1, "accuracy": acc})
@@ -269,6 +258,8 @@ def train_arm(
                 t3 - t0,
                 f" eval {curve[-1]['accuracy']:.3f}" if curve[-1]["round"] == r + 1 else "",
             )
+    finally:
+        runner.close()
     result = {
         "arm": arm,
         "seed": seed,

@@ -131,23 +131,23 @@ def load_processor(path_or_id: str, cache_dir: str | None = None) -> Any:
     return processor
 
 
-def load_policy(
+def load_model(
     path_or_id: str,
     dtype: str = "float32",
     attn_implementation: str = "sdpa",
     cache_dir: str | None = None,
     device: str | torch.device | None = None,
-) -> tuple[PreTrainedModel, Any]:
-    """Return ``(model, processor)`` for ``tiny://<preset>``, a local HF folder or a hub id.
+    config: Any | None = None,
+) -> PreTrainedModel:
+    """The model alone, in eval mode (the frozen reference needs no processor).
 
-    ``dtype``: ``float32`` | ``bfloat16`` | ``float16``. The model comes back in eval mode.
+    The config is parsed once (``config``: an already parsed one whose ``config.json`` is the same,
+    e.g. the policy's for its reference: parsing a Qwen-VL config costs tens of milliseconds).
     ``sdpa`` is served by ``care_sdpa`` (``care_core.models.attention``: the same attention, with
-    no copies of grouped key/value heads on CPU).
-    """
+    no copies of grouped key/value heads on CPU)."""
     if dtype not in DTYPES:
         raise ValueError(f"model.dtype={dtype!r} is not one of {sorted(DTYPES)}")
     path = _resolve(path_or_id, cache_dir)
-    processor = load_processor(path)
     from care_core.errors import file_fault
 
     if attn_implementation == "sdpa":
@@ -155,8 +155,10 @@ def load_policy(
 
         attn_implementation = register()
     with file_fault(path, "cannot load the model weights"):
+        if config is None:
+            config = AutoConfig.from_pretrained(path)
         model = AutoModelForImageTextToText.from_pretrained(
-            path, dtype=DTYPES[dtype], attn_implementation=attn_implementation
+            path, config=config, dtype=DTYPES[dtype], attn_implementation=attn_implementation
         )
     if device is not None:
         model.to(device)
@@ -167,7 +169,36 @@ def load_policy(
         path,
         sum(p.numel() for p in model.parameters()),
     )
-    return model, processor
+    return model
+
+
+def same_config(path_a: str, path_b: str) -> bool:
+    """True when two local model folders hold the same ``config.json`` (parsed, not byte-compared)."""
+    a, b = Path(path_a) / "config.json", Path(path_b) / "config.json"
+    if not (a.is_file() and b.is_file()):
+        return False
+    try:
+        return json.loads(a.read_text()) == json.loads(b.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+
+
+def load_policy(
+    path_or_id: str,
+    dtype: str = "float32",
+    attn_implementation: str = "sdpa",
+    cache_dir: str | None = None,
+    device: str | torch.device | None = None,
+) -> tuple[PreTrainedModel, Any]:
+    """Return ``(model, processor)`` for ``tiny://<preset>``, a local HF folder or a hub id.
+
+    ``dtype``: ``float32`` | ``bfloat16`` | ``float16``. The model comes back in eval mode
+    (``load_model``).
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"model.dtype={dtype!r} is not one of {sorted(DTYPES)}")
+    processor = load_processor(_resolve(path_or_id, cache_dir))
+    return load_model(path_or_id, dtype, attn_implementation, cache_dir, device), processor
 
 
 def save_policy(

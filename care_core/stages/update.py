@@ -167,14 +167,22 @@ def prepare_rows(
 
 
 def load_reference(recipe: Recipe, reference_path: str, like: torch.nn.Module) -> torch.nn.Module:
-    """The frozen reference policy from ``reference_path``, on ``like``'s device, without gradients."""
-    from care_core.models import load_policy
+    """The frozen reference policy from ``reference_path``, on ``like``'s device, without gradients.
 
-    ref, _ = load_policy(
+    Only the model is loaded (no processor); when ``like`` (the policy) was loaded from a folder with
+    the same ``config.json``, its parsed config is reused rather than parsed again."""
+    import copy
+
+    from care_core.models.loading import load_model, same_config
+
+    source = str(getattr(like, "name_or_path", "") or "")
+    config = copy.deepcopy(like.config) if source and same_config(source, reference_path) else None
+    ref = load_model(
         reference_path,
         dtype=recipe.model.dtype,
         attn_implementation=recipe.model.attn_implementation,
         cache_dir=recipe.model.cache_dir,
+        config=config,
     )
     ref.to(next(like.parameters()).device)
     ref.requires_grad_(False)
