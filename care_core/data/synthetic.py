@@ -2,6 +2,8 @@
 
 Families (``SyntheticConfig.families``):
   ``count``    how many shapes of a colour (difficulty 1) / of a colour and kind (2, 3)
+  ``count_all`` how many shapes there are, whatever their colour (no query to bind to the image:
+               the easiest family to learn to see; shape kinds and counts follow the difficulty)
   ``compare``  which of two colours has more shapes (answer: the colour word)
   ``bar_read`` the value of one bar in a bar chart
   ``bar_add``  the sum of two bars' values
@@ -29,7 +31,10 @@ from PIL import Image, ImageDraw
 from care_core.config import SyntheticConfig
 from care_core.schema import write_examples
 
-FAMILIES = ("count", "compare", "bar_read", "bar_add", "choice")
+FAMILIES = ("count", "count_all", "compare", "bar_read", "bar_add", "choice")
+# the tiny VLM's BPE corpus (``corpus_texts``): the families it was first trained on; their texts
+# hold every word of ``count_all`` too, so adding that family left the tokenizer (and model) unchanged
+CORPUS_FAMILIES = ("count", "compare", "bar_read", "bar_add", "choice")
 DIFFICULTIES = (1, 2, 3)
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
@@ -142,6 +147,26 @@ def _count_item(rng: random.Random, size: int, difficulty: int) -> dict[str, Any
     }
 
 
+def _count_all_item(rng: random.Random, size: int, difficulty: int) -> dict[str, Any]:
+    max_target, _, _, kinds = _COUNT_LEVELS[difficulty]
+    n = rng.randint(0, max_target)
+    wanted: dict[tuple[str, str], int] = {}
+    for _ in range(n):
+        pair = (rng.choice(list(COLOURS)), rng.choice(kinds))
+        wanted[pair] = wanted.get(pair, 0) + 1
+    scene = _shape_scene(rng, size, difficulty, wanted, 0)
+    steps = ", ".join(str(i) for i in range(1, n + 1)) if n else "none"
+    return {
+        "scene": scene,
+        "query": {"colour": None, "shape": None},
+        "problem": "How many shapes are there?",
+        "answer": str(n),
+        "answer_type": "integer",
+        "choices": [],
+        "solution": f"<think>Shapes: {steps}. Total {n}.</think><answer>{n}</answer>",
+    }
+
+
 def _compare_item(rng: random.Random, size: int, difficulty: int) -> dict[str, Any]:
     max_target, max_distract, _, kinds = _COUNT_LEVELS[difficulty]
     a, b = rng.sample(list(COLOURS), 2)
@@ -224,6 +249,7 @@ def _choice_item(rng: random.Random, size: int, difficulty: int) -> dict[str, An
 
 _MAKERS = {
     "count": _count_item,
+    "count_all": _count_all_item,
     "compare": _compare_item,
     "bar_read": _bar_read_item,
     "bar_add": _bar_add_item,
@@ -354,8 +380,8 @@ def corpus_texts(n: int = 3000, seed: int = 0, image_size: int = 64) -> list[str
     rng = random.Random(f"care-synthetic-corpus/{seed}")
     texts = []
     for i in range(n):
-        family = FAMILIES[i % len(FAMILIES)]
-        difficulty = DIFFICULTIES[(i // len(FAMILIES)) % len(DIFFICULTIES)]
+        family = CORPUS_FAMILIES[i % len(CORPUS_FAMILIES)]
+        difficulty = DIFFICULTIES[(i // len(CORPUS_FAMILIES)) % len(DIFFICULTIES)]
         item = _MAKERS[family](rng, image_size, difficulty)
         texts.append(f"{item['problem']}\n{item['solution']}")
     return texts

@@ -29,6 +29,8 @@ def expected_answer(row: dict) -> str:
     """Recompute the answer from meta's scene and query only (never from the text)."""
     meta = json.loads(row["meta"])
     scene, query, family = meta["scene"], meta["query"], meta["family"]
+    if family == "count_all":
+        return str(len(scene["objects"]))
     if family in ("count", "choice"):
         n = sum(
             1
@@ -84,8 +86,22 @@ def test_rows_validate_and_answers_recount(small_cfg: SyntheticConfig) -> None:
         if row["answer_type"] == "choice":
             assert row["answer"] in "ABCDE" and len(set(row["choices"])) == len(row["choices"]) >= 4
         check_image_matches_scene(row)
-    assert families == set(FAMILIES)
+    assert families == set(small_cfg.families)
     assert len({r["id"] for r in rows}) == len(rows)
+
+
+def test_count_all_counts_every_shape() -> None:
+    cfg = SyntheticConfig(families=["count_all"], difficulty=[1, 2], n_train=0, n_test=60)
+    rows = generate_rows(cfg, "test")
+    answers = {1: set(), 2: set()}
+    for row in rows:
+        meta = json.loads(row["meta"])
+        assert row["problem"] == "How many shapes are there?"
+        assert row["answer"] == str(len(meta["scene"]["objects"])) == expected_answer(row)
+        assert row["solution"].endswith(f"Total {row['answer']}.</think><answer>{row['answer']}</answer>")
+        answers[meta["difficulty"]].add(int(row["answer"]))
+        check_image_matches_scene(row)
+    assert answers[1] == set(range(5)) and max(answers[2]) > 4
 
 
 def test_difficulty_ranges(small_cfg: SyntheticConfig) -> None:
