@@ -96,8 +96,8 @@ class SyntheticConfig:
     """The generated, verifiable visual task suite (embedded default)."""
 
     families: list[str] = field(default_factory=lambda: ["count", "compare", "bar_read", "bar_add", "choice"])
-    """Task families of the generated verifiable visual tasks (``count``, ``compare``, ``bar_read``,
-    ``bar_add``, ``choice``)."""
+    """Task families of the generated verifiable visual tasks (``count``, ``count_all``, ``compare``,
+    ``bar_read``, ``bar_add``, ``choice``; ``care_core/data/synthetic.py``)."""
     difficulty: list[int] = field(default_factory=lambda: [1, 2])
     """Difficulty levels to draw from (1 easiest)."""
     n_train: int = 2000

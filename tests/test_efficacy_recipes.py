@@ -38,7 +38,7 @@ def test_an_arm_with_another_budget_is_refused(tmp_path, monkeypatch):
     eff = _efficacy()
     shutil.copytree(REPO / "recipes" / "efficacy", tmp_path / "recipes" / "efficacy")
     care = tmp_path / "recipes" / "efficacy" / "care.yaml"
-    care.write_text(care.read_text().replace("rounds: 12", "rounds: 13"))
+    care.write_text(care.read_text().replace("rounds: 24", "rounds: 25"))
     monkeypatch.setattr(eff, "REPO", tmp_path)
     with pytest.raises(ValueError, match=r"care\.yaml: section 'train' differs"):
         eff.load_arms(["grpo", "care"], [])
