@@ -86,6 +86,7 @@ class ResidentRun:
             dtype=recipe.model.dtype,
             attn_implementation=recipe.model.attn_implementation,
             cache_dir=recipe.model.cache_dir,
+            writable=True,
         )
         configure_trainable(self.model, recipe)
         self.pad_id = int(self.processor.tokenizer.pad_token_id or 0)

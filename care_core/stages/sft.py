@@ -81,6 +81,7 @@ def run_sft(
         dtype=recipe.model.dtype,
         attn_implementation=recipe.model.attn_implementation,
         cache_dir=recipe.model.cache_dir,
+        writable=True,
     )
     configure_trainable(model, recipe)
 

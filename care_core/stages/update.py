@@ -241,6 +241,7 @@ def load_and_prepare(
         dtype=recipe.model.dtype,
         attn_implementation=recipe.model.attn_implementation,
         cache_dir=recipe.model.cache_dir,
+        writable=True,
     )
     pad_id = int(processor.tokenizer.pad_token_id or 0)
     mm_for = make_mm_lookup(processor, images, recipe.data, str(rollouts_path))

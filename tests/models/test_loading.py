@@ -66,3 +66,24 @@ def test_reference_with_another_config_is_parsed_from_its_folder(micro_dir, tmp_
     other = _copy_with_config(micro_dir, tmp_path / "other", rope_theta_marker=123)
     ref = load_reference(build_recipe({}), other, policy)
     assert getattr(ref.config, "rope_theta_marker", None) == 123
+
+
+def test_weights_to_be_trained_are_read_into_memory(micro_dir, monkeypatch):
+    """``writable=True`` (update, resident loop, SFT) asks transformers not to memory-map the
+    safetensors file; read-only loads (rollout, reference, evaluation) keep its default."""
+    from transformers import AutoModelForImageTextToText
+
+    seen = []
+    real = AutoModelForImageTextToText.from_pretrained
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("disable_mmap", "absent"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(AutoModelForImageTextToText, "from_pretrained", spy)
+    model, _ = load_policy(micro_dir, writable=True)
+    load_model(micro_dir)
+    assert seen == [True, None]
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)  # its own memory: training writes do not touch the file
+    assert not torch.equal(next(model.parameters()), next(load_model(micro_dir).parameters()))
