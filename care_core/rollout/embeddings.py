@@ -14,7 +14,7 @@ import torch
 from care_core.models.forward import SequenceItem, pack, response_logprobs, span_mean_embeddings
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def embed_and_score(
     model: torch.nn.Module,
     items: Sequence[SequenceItem],

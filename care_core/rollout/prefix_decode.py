@@ -62,7 +62,7 @@ def filter_logits(scores: torch.Tensor, top_k: int, top_p: float) -> torch.Tenso
     return scores
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def sample_from_prompts(
     model: torch.nn.Module,
     requests: Sequence[GenerationRequest],
